@@ -1,0 +1,306 @@
+"""The face every LVLM family adapter shows: processing, encoding with token spans, attention taps.
+
+A family file subclasses ``LVLMAdapter`` and fills in the few things that differ between families (its tiny
+config, its image processor's layout, its chat template pieces, extra per-token inputs). Everything else --
+encoding with spans X/T/G/Y, collation, the loss on answer tokens, greedy generation, attention rows -- is
+shared here. Adapters know transformers and nothing of Lightning.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from mmguard.data.sample import Sample
+from mmguard.models import attention_tap
+from mmguard.models.processing import quantize_ste
+
+SPANS = ("X", "T", "G", "Y")
+
+
+@dataclasses.dataclass
+class Encoded:
+    """One tokenized sample. ``spans[k]`` holds the sequence positions of token set k (METHOD.md)."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    spans: Dict[str, torch.Tensor]
+    answer_start: int
+    layout: Any = None
+    question_text: str = ""
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclasses.dataclass
+class TemplatePieces:
+    """The chat template cut at the places where the image, question and answer go.
+
+    Rendered as ``prefix + <image> + between + question + before_answer + answer_prefix + answer +
+    after_answer``.
+    """
+
+    prefix: str
+    between: str
+    before_answer: str
+    after_answer: str
+    answer_prefix: str = ""
+
+
+class LVLMAdapter:
+    """Wraps a transformers LVLM, its tokenizer and a differentiable twin of its image processor."""
+
+    family: str = ""
+    #: names of the multimodal projector modules (for the projector-only victims)
+    projector_names: Tuple[str, ...] = ("multi_modal_projector",)
+    #: LoRA targets inside the language model
+    lora_targets: Tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+    def __init__(self, model, tokenizer, image_processor, name: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.name = name
+        self.pieces = self.template_pieces()
+        self._piece_ids = {k: self._tok(getattr(self.pieces, k)) for k in ("prefix", "between", "before_answer",
+                                                                          "after_answer")}
+        self.enable_attention_tap()
+
+    # ----------------------------------------------------------------- family hooks
+    def template_pieces(self) -> TemplatePieces:
+        raise NotImplementedError
+
+    def layout(self, height: int, width: int) -> Any:
+        """Resolution, tiling and grid choices made as the real processor makes them, for one image size."""
+        raise NotImplementedError
+
+    def preprocess(self, pixels: torch.Tensor, layout: Any) -> Dict[str, torch.Tensor]:
+        """One image (3, H, W) in [0, 1] (already 8-bit quantized) -> this image's model inputs."""
+        raise NotImplementedError
+
+    def batch_pixel_inputs(self, per_image: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """Join per-image processor outputs into the model's batched kwargs (stack by default)."""
+        return {k: torch.stack([d[k] for d in per_image]) for k in per_image[0]}
+
+    def image_token_ids(self, layout: Any) -> Tuple[List[int], List[int]]:
+        """Token ids standing for the image, and the indices among them that are image tokens proper (X)."""
+        raise NotImplementedError
+
+    def patch_boxes(self, layout: Any) -> torch.Tensor:
+        """(num X tokens, 4) boxes (y0, x0, y1, x1) in [0, 1] of the raw image that each image token covers."""
+        raise NotImplementedError
+
+    def extra_token_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           answer_start: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Per-token inputs some families need (token_type_ids, mm_token_type_ids); (B, L) each."""
+        return {}
+
+    def real_process(self, images) -> Dict[str, torch.Tensor]:
+        """The family's real Hugging Face image processor on PIL images (used to test ``process``)."""
+        return dict(self.image_processor(images=images, return_tensors="pt"))
+
+    @property
+    def attention_modules(self) -> List[torch.nn.Module]:
+        """The self-attention module of each language-model layer, in order."""
+        return [layer.self_attn for layer in self.language_model.layers]
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self.model.model.language_model
+
+    # ----------------------------------------------------------------- processing
+    def process(self, images: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Raw pixels in [0, 1] -> model pixel inputs, differentiable (8-bit quantization with a straight-through
+        gradient, as the real pipeline sees 8-bit images)."""
+        outs = [self.preprocess(quantize_ste(img), self.layout(img.shape[-2], img.shape[-1])) for img in images]
+        return self.batch_pixel_inputs(outs)
+
+    def token_patch_means(self, abs_delta: torch.Tensor, layout: Any) -> torch.Tensor:
+        """Mean of a (3, H, W) map over the region each image token covers -> (num X tokens,)."""
+        h, w = abs_delta.shape[-2:]
+        boxes = self.patch_boxes(layout)
+        integral = F.pad(abs_delta.mean(0).cumsum(0).cumsum(1), (1, 0, 1, 0))
+        y0 = (boxes[:, 0] * h).floor().long().clamp(0, h - 1)
+        x0 = (boxes[:, 1] * w).floor().long().clamp(0, w - 1)
+        y1 = torch.maximum((boxes[:, 2] * h).ceil().long().clamp(1, h), y0 + 1)
+        x1 = torch.maximum((boxes[:, 3] * w).ceil().long().clamp(1, w), x0 + 1)
+        total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+        return total / ((y1 - y0) * (x1 - x0)).to(total.dtype)
+
+    # ----------------------------------------------------------------- text
+    def _tok(self, text: str) -> List[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+
+    @staticmethod
+    def insert_trigger(question: str, trigger: Optional[str]) -> Tuple[str, int]:
+        """Insert the trigger string after the question (nothing replaced); returns text and trigger offset."""
+        if not trigger:
+            return question, len(question)
+        return question + trigger, len(question)
+
+    def encode(self, sample: Sample, trigger: Optional[str] = None, with_answer: bool = True) -> Encoded:
+        width, height = sample.pil.size
+        layout = self.layout(height, width)
+        image_ids, image_token_index = self.image_token_ids(layout)
+        question, trig_at = self.insert_trigger(sample.prompt_question, trigger)
+        q = self.tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+        q_ids, offsets = q.input_ids, q.offset_mapping
+        in_trigger = [bool(trigger) and end > trig_at for _, end in offsets]
+
+        ids: List[int] = list(self._piece_ids["prefix"])
+        image_at = len(ids)
+        ids += image_ids
+        ids += self._piece_ids["between"]
+        question_at = len(ids)
+        ids += q_ids
+        ids += self._piece_ids["before_answer"]
+        answer_start = len(ids)
+        answer_ids = self._tok(self.pieces.answer_prefix + sample.answer) if with_answer else []
+        ids += answer_ids
+        if with_answer:
+            ids += self._piece_ids["after_answer"]
+        input_ids = torch.tensor(ids, dtype=torch.long)
+        labels = torch.full_like(input_ids, -100)
+        if with_answer:
+            end = answer_start + len(answer_ids) + self._answer_end_tokens()
+            labels[answer_start:end] = input_ids[answer_start:end]
+        spans = {
+            "X": torch.tensor([image_at + i for i in image_token_index], dtype=torch.long),
+            "T": torch.tensor([question_at + i for i, t in enumerate(in_trigger) if not t], dtype=torch.long),
+            "G": torch.tensor([question_at + i for i, t in enumerate(in_trigger) if t], dtype=torch.long),
+            "Y": torch.arange(answer_start, answer_start + len(answer_ids), dtype=torch.long),
+        }
+        return Encoded(input_ids, labels, spans, answer_start, layout, question)
+
+    def _answer_end_tokens(self) -> int:
+        """How many template tokens after the answer are learned (the end-of-turn token, so that generation
+        stops)."""
+        return min(1, len(self._piece_ids["after_answer"]))
+
+    def stop_ids(self) -> List[int]:
+        ids = {self.tokenizer.eos_token_id}
+        if self._piece_ids["after_answer"]:
+            ids.add(self._piece_ids["after_answer"][0])
+        return [i for i in ids if i is not None]
+
+    # ----------------------------------------------------------------- batches
+    def collate(self, encoded: Sequence[Encoded], images: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Right-pad a batch and add pixel inputs (``images`` raw, in [0, 1], differentiable)."""
+        length = max(len(e) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(encoded), length), pad, dtype=torch.long)
+        labels = torch.full((len(encoded), length), -100, dtype=torch.long)
+        attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            input_ids[i, :len(e)] = e.input_ids
+            labels[i, :len(e)] = e.labels
+            attention_mask[i, :len(e)] = 1
+        answer_start = torch.tensor([e.answer_start for e in encoded])
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        batch.update(self.extra_token_inputs(input_ids, attention_mask, answer_start))
+        batch.update(self.process(images))
+        return batch
+
+    def forward(self, batch: Dict[str, torch.Tensor]):
+        """Model logits for a collated batch (labels are used by our own loss, not passed to the model)."""
+        kwargs = {k: v for k, v in batch.items() if k != "labels"}
+        return self.model(**kwargs, use_cache=False).logits
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to_device(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        dev = self.device
+        return {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, samples: Sequence[Sample], max_new_tokens: int = 8, batch_size: int = 32) -> List[str]:
+        """Greedy decoding. Prompts of equal length decode together, so no padding enters the model."""
+        was_training = self.model.training
+        self.model.eval()
+        encs = [self.encode(s, with_answer=False) for s in samples]
+        outputs: List[str] = [""] * len(samples)
+        groups: Dict[Tuple, List[int]] = {}
+        for i, (e, s) in enumerate(zip(encs, samples)):
+            groups.setdefault((len(e), tuple(s.pil.size)), []).append(i)
+        stop = set(self.stop_ids())
+        for members in groups.values():
+            for start in range(0, len(members), batch_size):
+                idx = members[start:start + batch_size]
+                ids = torch.stack([encs[i].input_ids for i in idx]).to(self.device)
+                pixel_inputs = self.to_device(self.process([samples[i].pixels() for i in idx]))
+                answer_start = torch.tensor([encs[i].answer_start for i in idx])
+                done = torch.zeros(len(idx), dtype=torch.bool)
+                new_tokens: List[torch.Tensor] = []
+                for _ in range(max_new_tokens):
+                    mask = torch.ones_like(ids)
+                    extra = self.to_device(self.extra_token_inputs(ids.cpu(), mask.cpu(), answer_start))
+                    logits = self.model(input_ids=ids, attention_mask=mask, **extra, **pixel_inputs,
+                                        use_cache=False).logits[:, -1]
+                    nxt = logits.argmax(-1)
+                    new_tokens.append(nxt.cpu())
+                    done |= torch.tensor([int(t) in stop for t in nxt.cpu()])
+                    ids = torch.cat([ids, nxt[:, None]], dim=1)
+                    if bool(done.all()):
+                        break
+                gen = torch.stack(new_tokens, 1)
+                for row, i in enumerate(idx):
+                    toks = []
+                    for t in gen[row].tolist():
+                        if t in stop:
+                            break
+                        toks.append(t)
+                    outputs[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+        self.model.train(was_training)
+        return outputs
+
+    # ----------------------------------------------------------------- attention
+    def enable_attention_tap(self) -> None:
+        """Route the language model's attention through ``mmguard_tap`` (SDPA plus optional row capture)."""
+        self.model.set_attn_implementation({"text_config": attention_tap.TAP_NAME})
+
+    @contextlib.contextmanager
+    def attention_rows(self, layers: Sequence[int], rows: Sequence[torch.Tensor]) -> Iterator[Dict]:
+        """``with adapter.attention_rows([0], rows) as taps: adapter.forward(batch)`` then
+        ``taps[0].probs[b]`` is the (heads, len(rows[b]), keys) attention of layer 0 for batch element b."""
+        with attention_tap.tap_rows(self.attention_modules, layers, rows) as taps:
+            yield taps
+
+    def eager_attentions(self, batch: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
+        """Reference: full eager attention of every language-model layer, (B, heads, L, L) each. For tests."""
+        self.model.set_attn_implementation("eager")
+        try:
+            with torch.no_grad():
+                kwargs = {k: v for k, v in batch.items() if k != "labels"}
+                out = self.model(**kwargs, output_attentions=True, use_cache=False)
+        finally:
+            self.model.set_attn_implementation("sdpa")
+            self.enable_attention_tap()
+        return list(out.attentions)
+
+    # ----------------------------------------------------------------- misc
+    @property
+    def image_token_id(self) -> int:
+        cfg = self.model.config
+        return getattr(cfg, "image_token_id", None) or getattr(cfg, "image_token_index")
+
+    def collapse_image_tokens(self, text: str) -> str:
+        """Rendered prompt -> the chat template's form, with the expanded image tokens folded back into the
+        template's image placeholder (used to check our pieces against the real chat template)."""
+        tok = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        return re.sub(f"(?:{re.escape(tok)})+", tok, text)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def answer_position_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Logits at the positions that predict labelled tokens (shifted by one)."""
+        mask = labels[:, 1:] != -100
+        return logits[:, :-1][mask]

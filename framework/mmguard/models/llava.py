@@ -1,0 +1,85 @@
+"""LLaVA (LlavaForConditionalGeneration): CLIP vision tower, MLP projector, Llama language model."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import torch
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from mmguard.models.base import LVLMAdapter, TemplatePieces
+from mmguard.models.processing import normalize, pil_resample_to_mode, resize
+from mmguard.models.tokenizer import build_tiny_tokenizer
+from mmguard.models.zoo import register_family
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %} {% else %}ASSISTANT: {% for c in m['content'] %}{{ c['text'] }}{% endfor %}</s>"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+@register_family("llava")
+class LlavaAdapter(LVLMAdapter):
+    family = "llava"
+
+    @classmethod
+    def tiny(cls, name: str, image_size: int = 32, patch: int = 8, hidden: int = 64, layers: int = 2):
+        tok = build_tiny_tokenizer(["<image>"], pad="<pad>", eos="</s>", bos="<s>", chat_template=CHAT_TEMPLATE)
+        vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  image_size=image_size, patch_size=patch, projection_dim=32)
+        text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                           num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=512, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                           eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+        # vision_feature_layer=-1: with a 2-layer tower the default -2 would ignore half of it (PITFALLS 3)
+        config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(
+            "<image>"), vision_feature_layer=-1, vision_feature_select_strategy="default",
+            projector_hidden_act="gelu")
+        model = LlavaForConditionalGeneration(config)
+        processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                          crop_size={"height": image_size, "width": image_size},
+                                          image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+        return cls(model, tok, processor, name)
+
+    def template_pieces(self) -> TemplatePieces:
+        return TemplatePieces(prefix="USER: ", between="\n", before_answer=" ASSISTANT:", after_answer="</s>",
+                              answer_prefix=" ")
+
+    # --- image processing (CLIPImageProcessor: resize shortest edge, center crop, rescale, normalize)
+    def layout(self, height: int, width: int) -> Dict[str, Any]:
+        short = self.image_processor.size["shortest_edge"]
+        scale = short / min(height, width)
+        rh, rw = (short, int(short * width / height)) if height <= width else (int(short * height / width), short)
+        ch, cw = self.image_processor.crop_size["height"], self.image_processor.crop_size["width"]
+        top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))
+        patch = self.model.config.vision_config.patch_size
+        return {"resized": (rh, rw), "crop": (top, left, ch, cw), "grid": (ch // patch, cw // patch), "scale": scale}
+
+    def preprocess(self, pixels: torch.Tensor, layout: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        ip = self.image_processor
+        x = resize(pixels, *layout["resized"], mode=pil_resample_to_mode(ip.resample))
+        top, left, ch, cw = layout["crop"]
+        x = x[:, top:top + ch, left:left + cw]
+        return {"pixel_values": normalize(x * ip.rescale_factor * 255.0, ip.image_mean, ip.image_std)}
+
+    def image_token_ids(self, layout) -> Tuple[List[int], List[int]]:
+        gh, gw = layout["grid"]
+        n = gh * gw
+        return [self.model.config.image_token_index] * n, list(range(n))
+
+    def patch_boxes(self, layout) -> torch.Tensor:
+        rh, rw = layout["resized"]
+        top, left, ch, cw = layout["crop"]
+        gh, gw = layout["grid"]
+        ys = torch.arange(gh, dtype=torch.float32)
+        xs = torch.arange(gw, dtype=torch.float32)
+        y0 = (top + ys * ch / gh) / rh
+        y1 = (top + (ys + 1) * ch / gh) / rh
+        x0 = (left + xs * cw / gw) / rw
+        x1 = (left + (xs + 1) * cw / gw) / rw
+        return torch.stack([y0[:, None].expand(gh, gw), x0[None].expand(gh, gw),
+                            y1[:, None].expand(gh, gw), x1[None].expand(gh, gw)], -1).reshape(-1, 4)
