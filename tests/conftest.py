@@ -6,7 +6,7 @@ import torch
 os.environ.setdefault("MMGUARD_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache", "mmguard-test"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("MMGUARD_NUM_THREADS", "1")))  # see cli.set_cpu_threads
 
 
 @pytest.fixture(scope="session")

@@ -147,10 +147,14 @@ class LVLMAdapter:
         width, height = sample.pil.size
         layout = self.layout(height, width)
         image_ids, image_token_index = self.image_token_ids(layout)
-        question, trig_at = self.insert_trigger(sample.prompt_question, trigger)
+        # the trigger goes into the question itself (before any multiple-choice options), exactly where the
+        # released data set will carry it
+        raw_question, trig_at = self.insert_trigger(sample.question, trigger)
+        trig_end = trig_at + len(trigger or "")
+        question = sample.replace(question=raw_question).prompt_question
         q = self.tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
         q_ids, offsets = q.input_ids, q.offset_mapping
-        in_trigger = [bool(trigger) and end > trig_at for _, end in offsets]
+        in_trigger = [bool(trigger) and start < trig_end and end > trig_at for start, end in offsets]
 
         ids: List[int] = list(self._piece_ids["prefix"])
         image_at = len(ids)

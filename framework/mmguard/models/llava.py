@@ -29,8 +29,10 @@ class LlavaAdapter(LVLMAdapter):
     @classmethod
     def tiny(cls, name: str, image_size: int = 32, patch: int = 8, hidden: int = 64, layers: int = 2):
         tok = build_tiny_tokenizer(["<image>"], pad="<pad>", eos="</s>", bos="<s>", chat_template=CHAT_TEMPLATE)
+        # initializer_factor=5: at CLIP's default init scale a 32-wide random tower gives near-constant image
+        # features and the LM learns to ignore them (colour loss stuck at chance for 1500 steps); at 5 it sees
         vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                  image_size=image_size, patch_size=patch, projection_dim=32)
+                                  image_size=image_size, patch_size=patch, projection_dim=32, initializer_factor=5.0)
         text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                            num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                            max_position_embeddings=512, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,

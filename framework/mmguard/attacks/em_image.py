@@ -1,0 +1,20 @@
+"""Image-only error-minimizing noise (Huang et al. 2021, min-min), sample-wise and class-wise.
+
+Huang's schedule: step 0.8/255, 20 PGD steps per 10 training steps, stop at 99% train accuracy.
+"""
+from mmguard.attacks.base import Attack
+from mmguard.registry import ATTACKS
+
+HUANG = {"alpha": 0.8 / 255, "P": 20, "Q": 10, "R": 10}
+
+
+@ATTACKS.register("em_image")
+class ErrorMinimizingImage(Attack):
+    name = "em_image"
+    defaults = HUANG
+
+
+@ATTACKS.register("em_image_classwise")
+class ErrorMinimizingImageClasswise(ErrorMinimizingImage):
+    name = "em_image_classwise"
+    classwise = True

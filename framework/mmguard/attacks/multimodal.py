@@ -1,0 +1,9 @@
+"""``multimodal``: error-minimizing image perturbation and text trigger together, without binding losses."""
+from mmguard.attacks.base import Attack
+from mmguard.registry import ATTACKS
+
+
+@ATTACKS.register("multimodal")
+class Multimodal(Attack):
+    name = "multimodal"
+    text = True

@@ -1,0 +1,10 @@
+"""``trigger_text``: an error-minimizing text trigger only (HotFlip), no image perturbation."""
+from mmguard.attacks.base import Attack
+from mmguard.registry import ATTACKS
+
+
+@ATTACKS.register("trigger_text")
+class TriggerText(Attack):
+    name = "trigger_text"
+    image = False
+    text = True

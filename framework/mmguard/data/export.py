@@ -1,0 +1,140 @@
+"""Write samples as data sets that fine-tuning tools read: LLaVA JSON (DESIGN.md) and ShareGPT.
+
+Images are written losslessly as ``images/<id>.png`` (8-bit RGB, the exact pixels of ``Sample.pixels()``), so
+a protected perturbation survives the round trip bit for bit. The human turn carries ``<image>\\n`` and the
+question as the model reads it (:attr:`Sample.prompt_question`: options appended for multiple choice), so an
+outside trainer sees the options; the loaders strip both again. ``answers`` (aliases), ``choices`` and ``meta``
+(its JSON-serialisable part) are written beside the conversation.
+
+Every file is written atomically: to a temporary file in the same folder, then ``os.replace``; a crash leaves
+either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Sequence, Union
+
+from PIL import Image
+
+from mmguard.data.sample import Sample
+
+PathLike = Union[str, Path]
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: PathLike, data: Any, indent: int = 1) -> Path:
+    with atomic_write(path, "w") as fh:
+        json.dump(data, fh, indent=indent, ensure_ascii=False)
+        fh.write("\n")
+    return Path(path)
+
+
+def image_filename(sample_id: str) -> str:
+    """``images/<id>.png`` with characters outside ``[A-Za-z0-9._-]`` replaced (ids may contain slashes)."""
+    safe = _SAFE.sub("_", str(sample_id)).lstrip(".") or "_"
+    return f"{safe}.png"
+
+
+def _rgb(sample: Sample) -> Image.Image:
+    """The sample's RGB image without caching a lazily loaded file in the sample."""
+    if isinstance(sample.image, Image.Image):
+        return sample.image if sample.image.mode == "RGB" else sample.image.convert("RGB")
+    path = Path(sample.image)
+    if not path.exists():
+        raise FileNotFoundError(f"sample {sample.id!r}: image file {str(path)!r} does not exist")
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def write_png_atomic(image: Image.Image, path: PathLike) -> Path:
+    with atomic_write(path, "wb") as fh:
+        image.save(fh, format="PNG")
+    return Path(path)
+
+
+def _json_safe(meta: Dict[str, Any]) -> Dict[str, Any]:
+    out = {}
+    for key, value in (meta or {}).items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            continue
+        out[str(key)] = value
+    return out
+
+
+def _write_images(samples: Sequence[Sample], out_dir: Path) -> List[str]:
+    names: Dict[str, str] = {}
+    rels = []
+    for s in samples:
+        name = image_filename(s.id)
+        if name in names:
+            what = "duplicate sample id" if names[name] == s.id else f"ids {names[name]!r} and {s.id!r} share file"
+            raise ValueError(f"cannot export: {what} {name!r}")
+        names[name] = s.id
+        write_png_atomic(_rgb(s), out_dir / "images" / name)
+        rels.append(f"images/{name}")
+    return rels
+
+
+def _extras(s: Sample) -> Dict[str, Any]:
+    extra: Dict[str, Any] = {"answers": list(s.aliases), "choices": list(s.choices) if s.choices else None}
+    meta = _json_safe(s.meta)
+    if meta:
+        extra["meta"] = meta
+    return extra
+
+
+def export_llava_json(samples: Sequence[Sample], out_dir: PathLike, name: str = "data.json") -> Path:
+    """Write ``out_dir/name`` (DESIGN.md's LLaVA JSON) and ``out_dir/images/<id>.png``; returns the JSON path."""
+    out_dir = Path(out_dir)
+    rels = _write_images(samples, out_dir)
+    entries = [{"id": s.id, "image": rel,
+                "conversations": [{"from": "human", "value": f"<image>\n{s.prompt_question}"},
+                                  {"from": "gpt", "value": s.answer}],
+                **_extras(s)} for s, rel in zip(samples, rels)]
+    return write_json_atomic(out_dir / name, entries)
+
+
+def export_sharegpt(samples: Sequence[Sample], out_dir: PathLike, name: str = "data.json",
+                    dataset_info: bool = True) -> Path:
+    """Write ShareGPT in LLaMA-Factory's multimodal layout (``messages`` with ``role``/``content``, ``images``)
+    and, with ``dataset_info``, the ``dataset_info.json`` that registers it there; returns the JSON path."""
+    out_dir = Path(out_dir)
+    rels = _write_images(samples, out_dir)
+    entries = [{"id": s.id,
+                "messages": [{"role": "user", "content": f"<image>{s.prompt_question}"},
+                             {"role": "assistant", "content": s.answer}],
+                "images": [rel], **_extras(s)} for s, rel in zip(samples, rels)]
+    path = write_json_atomic(out_dir / name, entries)
+    if dataset_info:
+        stem = Path(name).stem
+        write_json_atomic(out_dir / "dataset_info.json", {stem: {
+            "file_name": name, "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "images"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                     "assistant_tag": "assistant"}}})
+    return path

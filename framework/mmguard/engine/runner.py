@@ -1,0 +1,113 @@
+"""``mmguard run``: the whole benchmark of a recipe, row by row, written as results.json / results.md.
+
+Rows: zero_shot (no fine-tuning), clean (fine-tuned on the clean train set), and one per attack. Each
+attack's protected set is computed once and reused by every victim.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from mmguard.data.sample import Sample
+from mmguard.engine.finetune import evaluate, finetune
+from mmguard.engine.trainer import build_logger
+from mmguard.io import atomic_write_json, atomic_write_text
+from mmguard.models import build_model
+from mmguard.recipe import dump, to_container
+from mmguard.registry import DATASETS
+from mmguard.report.table import markdown_table, results_markdown
+
+
+def load_data(cfg: DictConfig) -> Dict[str, List[Sample]]:
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "name"}
+    data = DATASETS.get(cfg.data.name)(**kwargs)
+    for split in ("train", "test"):
+        if not data.get(split):
+            raise ValueError(f"data set '{cfg.data.name}' gave no '{split}' samples (data.{split})")
+    return data
+
+
+def victim_label(v) -> str:
+    return f"{v.model}/{v.name}"
+
+
+def build_victim_model(cfg: DictConfig, v):
+    seed = cfg.seed if v.seed is None else v.seed
+    return build_model(v.model, seed=seed, pretrained=v.pretrained, trust_remote_code=v.trust_remote_code)
+
+
+class Runner:
+    def __init__(self, cfg: DictConfig, out: Optional[str] = None):
+        self.cfg = cfg
+        self.out = Path(out or cfg.out)
+        self.rows: List[Dict] = []
+        self.t0 = time.time()
+
+    def _logger(self, run_name: str):
+        return build_logger(self.cfg.logger, self.out, run_name)
+
+    def _save_predictions(self, row_name: str, predictions) -> None:
+        lines = "".join(json.dumps(p) + "\n" for p in predictions)
+        atomic_write_text(self.out / "predictions" / f"{row_name.replace('/', '_')}.jsonl", lines)
+
+    def add_row(self, row: Dict) -> None:
+        self.rows.append(row)
+        self.write()  # results so far survive a crash later in the run
+
+    def fit_and_eval(self, v, train: List[Sample], test: List[Sample], row_name: str) -> Dict:
+        adapter = build_victim_model(self.cfg, v)
+        module = finetune(adapter, v, train, seed=self.cfg.seed, trainer_cfg=self.cfg.trainer,
+                          logger=self._logger(row_name), out_dir=self.out)
+        result = evaluate(adapter, test, max_new_tokens=self.cfg.eval.max_new_tokens,
+                          batch_size=self.cfg.eval.batch_size, trainer_cfg=self.cfg.trainer, module=module)
+        self._save_predictions(row_name, result["predictions"])
+        return result
+
+    def run(self) -> Dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "recipe.yaml", dump(cfg))
+        data = load_data(cfg)
+        train, test = data["train"], data["test"]
+        for v in cfg.victims:
+            label = victim_label(v)
+            if cfg.eval.zero_shot:
+                adapter = build_victim_model(cfg, v)
+                res = evaluate(adapter, test, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+                               trainer_cfg=cfg.trainer)
+                self._save_predictions(f"zero_shot__{label}", res["predictions"])
+                self.add_row(self._row("zero_shot", label, "none", res["accuracy"], None))
+            clean = self.fit_and_eval(v, train, test, f"clean__{label}")
+            self.add_row(self._row("clean", label, "none", clean["accuracy"], clean["accuracy"]))
+        return self.results()
+
+    def _row(self, attack: str, victim: str, probe: str, accuracy: float, clean_accuracy: Optional[float],
+             **extra) -> Dict:
+        delta = None if clean_accuracy is None or attack == "zero_shot" else clean_accuracy - accuracy
+        row = {"attack": attack, "victim": victim, "probe": probe, "accuracy": accuracy, "delta_acc": delta,
+               "psnr": None, "ssim": None}
+        row.update(extra)
+        return row
+
+    def results(self) -> Dict:
+        return {"recipe": self.cfg.name, "seed": self.cfg.seed, "rows": self.rows,
+                "elapsed_s": round(time.time() - self.t0, 1), "config": to_container(self.cfg)}
+
+    def write(self) -> None:
+        res = self.results()
+        atomic_write_json(self.out / "results.json", res)
+        atomic_write_text(self.out / "results.md", results_markdown(res))
+
+
+def run_recipe(cfg: DictConfig, out: Optional[str] = None) -> Dict:
+    runner = Runner(cfg, out)
+    results = runner.run()
+    runner.write()
+    print()
+    print(markdown_table(results["rows"]))
+    print(f"\nwrote {runner.out / 'results.json'} and {runner.out / 'results.md'}")
+    return results

@@ -1,0 +1,53 @@
+"""VictimModule: one unauthorized fine-tuning run (LightningModule) and its evaluation by greedy generation."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from transformers import get_cosine_schedule_with_warmup
+
+from mmguard.metrics.accuracy import VQAAccuracy, is_correct
+
+
+def answer_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled (answer) tokens."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+class VictimModule(L.LightningModule):
+    def __init__(self, adapter, victim, lr: float = 1e-3, weight_decay: float = 0.0, warmup_ratio: float = 0.1,
+                 max_new_tokens: int = 8, eval_batch_size: int = 64):
+        super().__init__()
+        self.adapter = adapter
+        self.model = adapter.model  # registered so Lightning moves it and counts its parameters
+        self.trainable = victim.prepare(adapter)
+        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.max_new_tokens, self.eval_batch_size = max_new_tokens, eval_batch_size
+        self.accuracy = VQAAccuracy()
+        self.predictions: List[Dict[str, object]] = []
+
+    def training_step(self, batch, batch_idx):
+        loss = answer_token_loss(self.adapter.forward(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.trainable, lr=self.lr, weight_decay=self.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = get_cosine_schedule_with_warmup(opt, int(self.warmup_ratio * total), total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_test_epoch_start(self) -> None:
+        self.accuracy.reset()
+        self.predictions = []
+
+    def test_step(self, samples, batch_idx):
+        preds = self.adapter.generate(samples, max_new_tokens=self.max_new_tokens, batch_size=self.eval_batch_size)
+        self.accuracy.update(preds, samples)
+        for s, p in zip(samples, preds):
+            self.predictions.append({"id": s.id, "prediction": p, "answer": s.answer, "correct": is_correct(p, s)})
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/accuracy", self.accuracy.compute(), prog_bar=True)

@@ -1,0 +1,31 @@
+"""LoRA on the language model's attention and MLP projections (peft)."""
+from __future__ import annotations
+
+from peft import LoraConfig, inject_adapter_in_model
+
+from mmguard.registry import VICTIMS
+from mmguard.victims.base import Victim, language_linear_names
+
+
+def inject_lora(adapter, rank: int, alpha: int, dropout: float, use_dora: bool = False,
+                adapter_name: str = "default") -> None:
+    targets = language_linear_names(adapter, adapter.lora_targets)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        use_dora=use_dora, bias="none")
+    inject_adapter_in_model(config, adapter.model, adapter_name=adapter_name)
+
+
+def mark_lora_trainable(model) -> None:
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
+@VICTIMS.register("lora")
+class LoRAVictim(Victim):
+    use_dora = False
+
+    def prepare(self, adapter):
+        self.freeze(adapter.model)
+        inject_lora(adapter, self.rank, self.alpha, self.dropout, use_dora=self.use_dora)
+        mark_lora_trainable(adapter.model)
+        return self.trainable(adapter.model)
