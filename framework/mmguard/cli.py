@@ -40,6 +40,37 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_protect(args) -> int:
+    """Protect the recipe's train split with its first attack (or ``--attack NAME``) and write the data set."""
+    from omegaconf import OmegaConf
+
+    from mmguard.engine.protect import protect, write_protected
+    from mmguard.engine.runner import load_data
+
+    cfg = _recipe(args)
+    if not cfg.attacks:
+        raise SystemExit("mmguard: error: the recipe has no 'attacks' entry to run")
+    attacks = [OmegaConf.to_container(a, resolve=True) for a in cfg.attacks]
+    if args.attack:
+        chosen = [a for a in attacks if (a.get("label") or a["name"]) == args.attack]
+        if not chosen:
+            names = ", ".join(a.get("label") or a["name"] for a in attacks)
+            raise SystemExit(f"mmguard: error: --attack {args.attack}: the recipe's attacks are {names}")
+        attack = chosen[0]
+    else:
+        attack = attacks[0]
+    train = load_data(cfg)["train"]
+    v0 = cfg.victims[0]
+    ps = protect(attack, train, seed=cfg.seed, default_surrogates=[{"name": v0.model, "pretrained": v0.pretrained,
+                                                                   "seed": v0.seed}], trainer_cfg=cfg.trainer)
+    out = write_protected(ps, args.out, cfg.seed, train)
+    s = ps.summary
+    psnr = f"{s['psnr']:.2f} dB" if s["psnr"] is not None else "-"
+    print(f"wrote {out}/data.json ({s['n']} samples, attack {ps.attack}, surrogates {', '.join(ps.surrogates)}, "
+          f"PSNR {psnr}, max L-inf {s['linf_max_255']}/255)")
+    return 0
+
+
 def cmd_finetune(args) -> int:
     """Fine-tune the recipe's first victim on a data set on disk (e.g. a protected one) and evaluate it on the
     recipe's clean test split."""
@@ -123,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_args(s)
     s.add_argument("--print-config", action="store_true", help="print the merged, validated recipe and exit")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("protect", help="protect the recipe's train split and write the data set")
+    s.add_argument("recipe", help="recipe YAML")
+    s.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. attacks.0.R=3")
+    s.add_argument("--out", required=True, help="output folder for data.json, images/, manifest.json")
+    s.add_argument("--attack", default=None, help="which of the recipe's attacks (name or label; default first)")
+    s.set_defaults(fn=cmd_protect)
 
     s = sub.add_parser("finetune", help="fine-tune the recipe's first victim, evaluate on its clean test split")
     recipe_args(s)

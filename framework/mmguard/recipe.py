@@ -10,6 +10,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -109,15 +110,38 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     raw = _read_yaml(path)
     if "name" not in raw:
         raw.name = path.stem
-    try:
-        override_cfg = OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as err:
-        raise RecipeError(f"bad command-line override in {list(overrides)}: {err}") from err
-    return validate(OmegaConf.merge(raw, override_cfg), source=str(path))
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"bad command-line override '{item}': expected key=value (e.g. victims.0.epochs=3)")
+        key, value = item.split("=", 1)
+        try:
+            parsed.append((key.strip(), yaml.safe_load(value) if value != "" else None))
+        except yaml.YAMLError as err:
+            raise RecipeError(f"bad command-line override '{item}': {err}") from err
+    # switching the data set on the command line drops the recipe's arguments for the old one
+    # (``data.name=llava_json data.train=... data.test=...`` on a synthetic recipe)
+    new_name = dict(parsed).get("data.name")
+    if new_name is not None and new_name != raw.get("data", {}).get("name"):
+        raw.data = {}
+    for key, value in parsed:
+        try:
+            OmegaConf.update(raw, key, value, merge=True, force_add=True)
+        except (OmegaConfBaseException, IndexError, ValueError) as err:
+            raise RecipeError(f"bad command-line override '{key}={value}': {err}") from err
+    return validate(raw, source=str(path))
 
 
 def validate(cfg: DictConfig, source: str = "<recipe>") -> DictConfig:
     schema = OmegaConf.structured(RecipeSchema)
+    # list entries first, so that an error names its index ("victims.1.epochs"), which a whole-recipe merge loses
+    for i, v in enumerate(cfg.get("victims") or []):
+        try:
+            OmegaConf.merge(OmegaConf.structured(VictimConfig), v)
+        except OmegaConfBaseException as err:
+            key = f"victims.{i}.{getattr(err, 'full_key', '') or '?'}"
+            allowed = f"; allowed keys: {', '.join(_fields_of('victims'))}" if "Key" in type(err).__name__ else ""
+            raise RecipeError(f"{source}: key '{key}': {_first_line(err)}{allowed}") from None
     try:
         merged = OmegaConf.merge(schema, cfg)
         OmegaConf.resolve(merged)
@@ -130,9 +154,17 @@ def validate(cfg: DictConfig, source: str = "<recipe>") -> DictConfig:
             allowed = f"; allowed keys: {', '.join(fields)}" if fields else ""
         elif "Key" in type(err).__name__:
             allowed = f"; allowed keys: {', '.join(f.name for f in dataclasses.fields(RecipeSchema))}"
-        raise RecipeError(f"{source}: key '{key}': {err.msg if hasattr(err, 'msg') else err}{allowed}") from None
+        raise RecipeError(f"{source}: key '{key}': {_first_line(err)}{allowed}") from None
+    except TypeError as err:  # e.g. an override 'victims.0.x=...' where the recipe has no victims list
+        raise RecipeError(f"{source}: {err}: a section has the wrong shape (a list where a mapping is expected, "
+                          f"or the reverse); sections: {', '.join(f.name for f in dataclasses.fields(RecipeSchema))}"
+                          ) from None
     _check_names(merged, source)
     return merged
+
+
+def _first_line(err: Exception) -> str:
+    return str(getattr(err, "msg", err)).splitlines()[0]
 
 
 def _fields_of(section: str) -> List[str]:

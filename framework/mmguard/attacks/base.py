@@ -68,10 +68,10 @@ class Attack:
 
     def __init__(self, **hparams: Any):
         fields = {f.name for f in dataclasses.fields(AttackConfig)}
-        unknown = [k for k in hparams if k not in fields and k not in ("name", "surrogates")]
+        unknown = [k for k in hparams if k not in fields and k not in ("name", "surrogates", "label")]
         if unknown:
             raise ValueError(f"attack '{self.name}': unknown key(s) {', '.join(unknown)}; allowed: "
-                             f"surrogates, {', '.join(sorted(fields))}")
+                             f"surrogates, label, {', '.join(sorted(fields))}")
         values = {**self.defaults, **{k: v for k, v in hparams.items() if k in fields}}
         for k in AttackConfig.FRACTION_KEYS:
             if k in values and values[k] is not None:

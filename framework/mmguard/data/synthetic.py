@@ -24,8 +24,10 @@ COLOURS: Dict[str, tuple] = {
 SHAPES = ("circle", "square", "triangle")
 QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five")
-QUESTION_TYPES = ("colour", "shape", "count", "position", "exists", "colour_choice")
-PRETRAIN_TYPES = ("shape", "count", "position", "exists")
+QUESTION_TYPES = ("colour", "shape", "count", "position", "exists", "colour_choice", "caption")
+# The tiny twins are pre-trained to describe images (as real LVLMs are pre-trained on captions); the
+# quickstart then asks a VQA question type they have never been asked.
+PRETRAIN_TYPES = ("caption",)
 
 
 def _draw(canvas: np.ndarray, shape: str, cy: float, cx: float, r: float, rgb: tuple) -> None:
@@ -91,6 +93,9 @@ def _make(index: int, qtype: str, rng: np.random.Generator, size: int, prefix: s
         asked = ob["colour"] if rng.random() < 0.5 else list(COLOURS)[int(rng.integers(len(COLOURS)))]
         answer = "yes" if asked == ob["colour"] else "no"
         return Sample(sid, image, f"Is there a {asked} shape?", answer, [], meta=meta)
+    if qtype == "caption":
+        return Sample(sid, image, "Describe the image.", f"{ob['colour']} {ob['shape']} {QUADRANTS[ob['quadrant']]}",
+                      [], meta=meta)
     if qtype == "colour_choice":
         others = [c for c in COLOURS if c != ob["colour"]]
         options = [ob["colour"], *rng.choice(others, size=3, replace=False).tolist()]
@@ -119,6 +124,6 @@ def answer_vocabulary() -> List[str]:
 
 def chance_level(qtype: str) -> float:
     return {"colour": 1 / len(COLOURS), "shape": 1 / len(SHAPES), "count": 0.25, "position": 0.25,
-            "exists": 0.5, "colour_choice": 0.25}[qtype]
+            "exists": 0.5, "colour_choice": 0.25, "caption": 1 / 72}[qtype]
 
 

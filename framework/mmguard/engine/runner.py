@@ -46,6 +46,7 @@ class Runner:
         self.out = Path(out or cfg.out)
         self.rows: List[Dict] = []
         self.t0 = time.time()
+        self._protected = None
 
     def _logger(self, run_name: str):
         return build_logger(self.cfg.logger, self.out, run_name)
@@ -83,7 +84,33 @@ class Runner:
                 self.add_row(self._row("zero_shot", label, "none", res["accuracy"], None))
             clean = self.fit_and_eval(v, train, test, f"clean__{label}")
             self.add_row(self._row("clean", label, "none", clean["accuracy"], clean["accuracy"]))
+            for attack_label, ps in self.protected_sets(train).items():
+                res = self.fit_and_eval(v, ps.samples, test, f"{attack_label}__{label}")
+                self.add_row(self._row(attack_label, label, "none", res["accuracy"], clean["accuracy"],
+                                       surrogates=ps.surrogates, psnr=ps.summary["psnr"], ssim=ps.summary["ssim"],
+                                       protect_seconds=ps.summary["seconds"], rounds=ps.summary["rounds"]))
         return self.results()
+
+    def protected_sets(self, train: List[Sample]) -> Dict[str, "ProtectedSet"]:
+        """Each attack's protected train set, computed once (the first time a victim needs it) and written to
+        ``out/protected/<attack>/``."""
+        from mmguard.engine.protect import protect, write_protected
+
+        if self._protected is None:
+            self._protected = {}
+            v0 = self.cfg.victims[0]
+            default = [{"name": v0.model, "pretrained": v0.pretrained, "seed": v0.seed}]
+            for a in self.cfg.attacks:
+                a = OmegaConf.to_container(a, resolve=True)
+                attack_label = a.get("label") or a["name"]
+                if attack_label in self._protected:
+                    raise ValueError(f"two attacks are labelled '{attack_label}': give one a distinct 'label'")
+                print(f"[mmguard] protecting the train set with {attack_label} ...")
+                ps = protect(a, train, seed=self.cfg.seed, default_surrogates=default, trainer_cfg=self.cfg.trainer,
+                             logger=self._logger(f"protect__{attack_label}"))
+                write_protected(ps, self.out / "protected" / attack_label, self.cfg.seed, train)
+                self._protected[attack_label] = ps
+        return self._protected
 
     def _row(self, attack: str, victim: str, probe: str, accuracy: float, clean_accuracy: Optional[float],
              **extra) -> Dict:

@@ -20,7 +20,7 @@ from safetensors.torch import load_model, save_model
 from mmguard.data.synthetic import PRETRAIN_TYPES, generate
 from mmguard.models.zoo import cache_dir, config_key
 
-PRETRAIN = {"n": 1200, "epochs": 8, "lr": 3e-3, "batch_size": 32, "types": list(PRETRAIN_TYPES), "version": 1}
+PRETRAIN = {"n": 2000, "epochs": 12, "lr": 3e-3, "batch_size": 32, "types": list(PRETRAIN_TYPES), "version": 2}
 
 
 def twin_path(adapter, seed: int, settings=None) -> Path:

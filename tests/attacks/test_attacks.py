@@ -1,0 +1,129 @@
+"""Every registered attack on every tiny family, a few steps each: the budget holds on the written PNGs,
+the protection loss falls, the same seed repeats exactly, and triggers are inserted and admissible."""
+import json
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmguard.attacks import hotflip
+from mmguard.data.synthetic import generate
+from mmguard.engine.protect import protect, write_protected
+from mmguard.registry import ATTACKS, MODELS
+
+TRAINER = SimpleNamespace(accelerator="cpu", devices=1, strategy="auto", num_nodes=1, progress_bar=False,
+                          deterministic=True)
+FAMILIES = [n for n in MODELS.names("tiny-*") if not n.endswith("-wide")]
+FAST = {"R": 2, "P": 2, "Q": 1, "top_k": 4, "verify_k": 2, "eps_t": 2, "batch_size": 4}
+
+
+def run(attack, family, seed=0, n=4, **extra):
+    samples = generate(n, seed=5, types=("colour",))
+    cfg = {"name": attack, "surrogates": [{"name": family, "pretrained": False}], **FAST, **extra}
+    return samples, protect(cfg, samples, seed=seed, trainer_cfg=TRAINER)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("attack", ATTACKS.names())
+def test_attack_on_family(attack, family, tmp_path):
+    samples, ps = run(attack, family)
+    spec = ATTACKS.get(attack)
+    out = write_protected(ps, tmp_path / "prot", seed=0, clean=samples)
+    data = json.loads((out / "data.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(data) == len(samples) and manifest["attack"] == attack
+    eps = round(ps.hyperparameters["eps_x"] * 255)
+    for entry, clean in zip(data, samples):
+        png = np.asarray(Image.open(out / entry["image"]).convert("RGB")).astype(int)
+        diff = np.abs(png - np.asarray(clean.pil).astype(int)).max()
+        assert diff <= eps, f"{entry['id']}: L-inf {diff}/255 > {eps}/255"
+        if spec.image:
+            assert diff > 0
+        else:
+            assert diff == 0
+    questions = [e["conversations"][0]["value"] for e in data]
+    if spec.text:
+        adm = set(hotflip.token_strings(ps_tokenizer(family))[i] for i in
+                  hotflip.admissible_vocabulary(ps_tokenizer(family)).tolist())
+        for q, clean, row in zip(questions, samples, ps.per_sample):
+            trig = row["trigger"]
+            assert q.endswith(clean.question + trig) or (clean.question + trig) in q
+            words = re.findall(r" [A-Za-z]+", trig)
+            assert "".join(words) == trig and 1 <= len(words) <= FAST["eps_t"]
+            assert all(w in adm for w in words), trig
+    else:
+        assert all(r["trigger"] is None for r in ps.per_sample)
+    if spec.optimize:
+        assert len(ps.history) >= 1
+
+
+_TOKENIZERS = {}
+
+
+def ps_tokenizer(family):
+    if family not in _TOKENIZERS:
+        _TOKENIZERS[family] = MODELS.get(family)(seed=0).tokenizer
+    return _TOKENIZERS[family]
+
+
+@pytest.mark.parametrize("attack", [a for a in ATTACKS.names() if ATTACKS.get(a).optimize])
+def test_same_seed_same_protection(attack):
+    _, a = run(attack, "tiny-llava", seed=3)
+    _, b = run(attack, "tiny-llava", seed=3)
+    for x, y in zip(a.samples, b.samples):
+        assert np.array_equal(np.asarray(x.pil), np.asarray(y.pil))
+        assert x.question == y.question
+
+
+@pytest.mark.parametrize("attack", [a for a in ATTACKS.names() if ATTACKS.get(a).optimize])
+def test_protection_loss_falls(attack):
+    """With the surrogate held fixed (Q=0: LoRA re-initialized to zero each round), l_prot must fall."""
+    from mmguard.engine.protection import ProtectionModule
+    from mmguard.engine.protect import build_attack
+    from mmguard.models import build_model
+
+    samples = generate(8, seed=5, types=("colour",))
+    module = ProtectionModule([build_model("tiny-llava", seed=0)], build_attack(
+        {"name": attack, **FAST, "Q": 0, "P": 5}), samples, seed=0)
+
+    def l_prot():
+        with torch.no_grad():
+            return float(module.l_prot(samples, module.protected_images(samples),
+                                       [module.store.get(s) for s in samples]).mean())
+
+    before = l_prot()
+    module.log = lambda *a, **k: None  # training_step outside a Trainer: nothing to log to
+    for _ in range(2):
+        module.training_step([s.id for s in samples], 0)
+    assert l_prot() < before
+
+
+def test_perturbations_are_stored_by_sample_id_not_batch_position():
+    from mmguard.engine.store import PerturbationStore
+
+    samples = generate(6, seed=0, types=("colour",))
+    store = PerturbationStore(samples, eps=8 / 255, seed=0)
+    marker = torch.full((3, 32, 32), 0.01)
+    store.set(samples[4], marker)
+    shuffled = [samples[i] for i in (4, 0, 5, 1, 3, 2)]
+    assert torch.equal(store.get(shuffled[0]), marker)
+    assert not torch.equal(store.get(samples[0]), marker)
+    assert len(store) == 6
+    classwise = PerturbationStore(samples, eps=8 / 255, classwise=True, seed=0)
+    assert len(classwise) == len({s.answer for s in samples})
+    same = [s for s in samples if s.answer == samples[0].answer]
+    assert all(torch.equal(classwise.get(s), classwise.get(samples[0])) for s in same)
+
+
+def test_release_is_8bit_and_within_budget():
+    from mmguard.engine.store import quantize_release
+
+    x = torch.randint(0, 256, (3, 8, 8)).float() / 255
+    delta = (torch.rand(3, 8, 8) * 2 - 1) * 4.5 / 255
+    out = quantize_release(x, delta, 4.5 / 255)
+    assert torch.allclose(out * 255, (out * 255).round(), atol=1e-4)
+    assert ((out - x).abs() * 255).max() <= 4 + 1e-4
+    assert out.min() >= 0 and out.max() <= 1
