@@ -45,6 +45,7 @@ class AttackConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     lora_lr: float = 1e-3
+    reinit: bool = True             # re-initialize the surrogates' LoRA adapters every round (METHOD.md)
     hotflip_every: int = 1          # HotFlip rounds on a batch every n-th round (1 = every round)
     verify_k: Optional[int] = None  # of the top-K, how many are verified exactly per position (None: all K)
     seed: Optional[int] = None

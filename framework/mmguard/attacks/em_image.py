@@ -5,7 +5,8 @@ Huang's schedule: step 0.8/255, 20 PGD steps per 10 training steps, stop at 99% 
 from mmguard.attacks.base import Attack
 from mmguard.registry import ATTACKS
 
-HUANG = {"alpha": 0.8 / 255, "P": 20, "Q": 10, "R": 10}
+# Huang et al. train one model throughout (no re-initialization between noise updates)
+HUANG = {"alpha": 0.8 / 255, "P": 20, "Q": 10, "R": 10, "reinit": False}
 
 
 @ATTACKS.register("em_image")

@@ -78,7 +78,8 @@ class ProtectionModule(L.LightningModule):
     def adapt_surrogates(self) -> None:
         ids = self.order
         for a in self.surrogates:
-            self._reset_lora(a)
+            if self.cfg.reinit:
+                self._reset_lora(a)
             params = self._lora_params(a)
             for p in params:
                 p.requires_grad_(True)
