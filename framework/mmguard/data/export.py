@@ -11,45 +11,22 @@ either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Union
+from typing import Any, Dict, List, Sequence, Union
 
 from PIL import Image
 
 from mmguard.data.sample import Sample
+from mmguard.io import atomic_write, atomic_write_json
 
 PathLike = Union[str, Path]
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-@contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file beside ``path``; on success it replaces ``path``, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json_atomic(path: PathLike, data: Any, indent: int = 1) -> Path:
-    with atomic_write(path, "w") as fh:
-        json.dump(data, fh, indent=indent, ensure_ascii=False)
-        fh.write("\n")
-    return Path(path)
+    return atomic_write_json(path, data, indent=indent)
 
 
 def image_filename(sample_id: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mmguard.data.export import export_llava_json, export_sharegpt
+from mmguard.data.export import export_llava_json, export_sharegpt, image_filename
 from mmguard.data.sample import Sample, tensor_to_pil
 from mmguard.engine.finetune import DEFAULT_TRAINER, quiet_lightning
 from mmguard.engine.protection import ProtectionModule
@@ -126,8 +126,8 @@ def write_protected(ps: ProtectedSet, out_dir: str | Path, seed: int, clean: Seq
     try:
         export_llava_json(ps.samples, tmp, name="data.json")
         export_sharegpt(ps.samples, tmp, name="sharegpt.json")
-        per_sample = [dict(r, sha256=_sha256_png(tmp / "images" / f"{r['id']}.png"))
-                      if (tmp / "images" / f"{r['id']}.png").exists() else dict(r) for r in ps.per_sample]
+        per_sample = [dict(r, image=f"images/{image_filename(r['id'])}",
+                           sha256=_sha256_png(tmp / "images" / image_filename(r["id"]))) for r in ps.per_sample]
         text_stats = text_stealth(clean, ps.samples) if clean else {}
         manifest = {
             "attack": ps.attack, "surrogates": ps.surrogates, "seed": seed, "hyperparameters": ps.hyperparameters,
