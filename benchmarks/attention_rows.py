@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -19,7 +20,19 @@ from pathlib import Path
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-from mmguard.models import attention_tap  # noqa: F401  (registers the tap)
+
+def _load_tap():
+    """The tap module alone (registering it), without importing the whole package and its data deps."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "framework" / "mmguard" / "models" / "attention_tap.py"
+    spec = importlib.util.spec_from_file_location("mmguard_attention_tap", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+attention_tap = _load_tap()
 
 SIZES = {
     "small": dict(hidden=256, layers=4, heads=8, inter=1024, vision_hidden=128, vision_layers=2, image=224, patch=14),
@@ -96,7 +109,7 @@ def main():
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "host": platform.machine(), "torch": torch.__version__}
     print(json.dumps(result, indent=2))
-    out = Path(__file__).with_name(f"attention_rows_{args.size}_{args.device}.json")
+    out = Path(os.environ.get("OUT") or Path(__file__).parent) / f"attention_rows_{args.size}_{args.device}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
 
 
