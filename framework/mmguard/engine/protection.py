@@ -127,7 +127,7 @@ class ProtectionModule(L.LightningModule):
                     stepped = d.detach() - self.cfg.alpha * g.sign()
                     shared[k] = self.store.project(x, stepped).cpu() if not self.attack.classwise else \
                         stepped.clamp(-self.cfg.eps_x, self.cfg.eps_x).cpu()
-                loss_value = float(loss)
+                loss_value = float(loss.detach())
             for k, d in shared.items():
                 self.store._delta[k] = d
         if self.attack.text and self.current_epoch % max(1, self.cfg.hotflip_every) == 0:
