@@ -127,3 +127,24 @@ def test_release_is_8bit_and_within_budget():
     assert torch.allclose(out * 255, (out * 255).round(), atol=1e-4)
     assert ((out - x).abs() * 255).max() <= 4 + 1e-4
     assert out.min() >= 0 and out.max() <= 1
+
+
+def test_target_shift_pulls_towards_the_next_class():
+    """target: shift optimizes each sample towards the next class's answer (and l_train is minimized even
+    for a *_max attack)."""
+    from mmguard.engine.protect import build_attack
+    from mmguard.engine.protection import ProtectionModule
+    from mmguard.models import build_model
+
+    samples = generate(12, seed=5, types=("colour",))
+    module = ProtectionModule([build_model("tiny-llava", seed=0)], build_attack(
+        {"name": "mmguard_bph_max", **FAST, "Q": 0, "P": 4, "target": "shift"}), samples, seed=0)
+    classes = sorted({s.answer for s in samples})
+    for s in samples:
+        assert module.objective_samples[s.id].answer == classes[(classes.index(s.answer) + 1) % len(classes)]
+    before = float(module.l_prot(samples, module.protected_images(samples)).mean())
+    module.log = lambda *a, **k: None
+    module.training_step([s.id for s in samples], 0)
+    assert float(module.l_prot(samples, module.protected_images(samples)).mean()) < before
+    with pytest.raises(ValueError, match="target"):
+        build_attack({"name": "em_image", "target": "sideways"})

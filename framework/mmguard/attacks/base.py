@@ -46,6 +46,10 @@ class AttackConfig:
     lora_dropout: float = 0.1
     lora_lr: float = 1e-3
     reinit: bool = True             # re-initialize the surrogates' LoRA adapters every round (METHOD.md)
+    # None: the attack's own objective. "shift": the image/text objective pulls every sample towards the NEXT
+    # class's answer (class-consistent targeted adversarial poisoning, Fowl et al. 2021); l_train is then
+    # minimized towards that target, also for the *_max variants. Not in METHOD.md: an extension.
+    target: Optional[str] = None
     hotflip_every: int = 1          # HotFlip rounds on a batch every n-th round (1 = every round)
     verify_k: Optional[int] = None  # of the top-K, how many are verified exactly per position (None: all K)
     seed: Optional[int] = None
@@ -78,6 +82,8 @@ class Attack:
             if k in values and values[k] is not None:
                 values[k] = parse_number(values[k], k)
         self.cfg = AttackConfig(**values)
+        if self.cfg.target not in (None, "shift"):
+            raise ValueError(f"attack '{self.name}': key 'target': '{self.cfg.target}' is not one of null, shift")
 
     def hyperparameters(self) -> Dict[str, Any]:
         return dataclasses.asdict(self.cfg)

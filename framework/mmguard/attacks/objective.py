@@ -28,12 +28,13 @@ def joint_per_sample(adapter, attack, samples: Sequence[Sample], triggers: Seque
                      clean_images: Optional[Sequence[torch.Tensor]] = None, encoded=None) -> torch.Tensor:
     """(B,) l_joint of the protected inputs ``images`` (x + delta, differentiable) with ``triggers`` inserted."""
     cfg = attack.cfg
+    maximize = attack.maximize and cfg.target is None  # a targeted objective always pulls towards its target
     encoded = encoded or [adapter.encode(s, trigger=t) for s, t in zip(samples, triggers)]
     batch = adapter.to_device(adapter.collate(encoded, images))
     layers = list(range(min(cfg.num_layers, len(adapter.attention_modules))))
     if attack.binding is None:
         l_tr = losses.l_train(adapter.forward(batch), batch["labels"], reduction="none")
-        return losses.joint(l_tr, None, cfg.lambda_train, cfg.lambda_bind, attack.maximize)
+        return losses.joint(l_tr, None, cfg.lambda_train, cfg.lambda_bind, maximize)
 
     if attack.binding == "bph":
         rows = [losses.span_positions(e.spans, "G", "Y") for e in encoded]
@@ -47,7 +48,7 @@ def joint_per_sample(adapter, attack, samples: Sequence[Sample], triggers: Seque
             d_pos = _d_positions(adapter, e, deltas[b] if deltas is not None else None, cfg.tau)
             binds.append(losses.bph(abar_g, abar_y, d_pos, e.spans["G"], (cfg.beta1, cfg.beta2, cfg.beta3)))
         return losses.joint(l_tr, torch.stack(binds).to(l_tr.device), cfg.lambda_train, cfg.lambda_bind,
-                            attack.maximize)
+                            maximize)
 
     if attack.binding == "crs":
         if clean_images is None:
@@ -65,7 +66,7 @@ def joint_per_sample(adapter, attack, samples: Sequence[Sample], triggers: Seque
             binds.append(losses.crs(losses.source_abars(clean_taps, layers, b, slice(None)),
                                     losses.source_abars(taps, layers, b, slice(None)), idx_c, idx_p))
         return losses.joint(l_tr, torch.stack(binds).to(l_tr.device), cfg.lambda_train, cfg.lambda_bind,
-                            attack.maximize)
+                            maximize)
     raise ValueError(f"attack '{attack.name}': unknown binding '{attack.binding}' (bph or crs)")
 
 

@@ -36,6 +36,7 @@ class ProtectionModule(L.LightningModule):
             raise ValueError("sample ids must be unique: perturbations are stored by id")
         self.order = [s.id for s in samples]
         self.clean = {s.id: s.pixels() for s in samples}
+        self.objective_samples = self._objective_samples(samples)
         self.store = PerturbationStore(samples, self.cfg.eps_x, classwise=attack.classwise, seed=seed)
         rng = np.random.default_rng(seed)
         tok = self.surrogates[0].tokenizer
@@ -49,6 +50,17 @@ class ProtectionModule(L.LightningModule):
             a.model.requires_grad_(False)
 
     # ------------------------------------------------------------ helpers
+    def _objective_samples(self, samples: Sequence[Sample]) -> Dict[str, Sample]:
+        """What the image/text objective is computed on: the samples themselves, or (``target: shift``) each
+        sample with the answer of the next class, so that the perturbation carries the wrong class's look."""
+        if self.cfg.target != "shift":
+            return {s.id: s for s in samples}
+        classes = sorted({s.answer for s in samples})
+        if len(classes) < 2:
+            raise ValueError("attack key 'target: shift' needs at least two distinct answers")
+        nxt = {c: classes[(i + 1) % len(classes)] for i, c in enumerate(classes)}
+        return {s.id: s.replace(answer=nxt[s.answer], aliases=[]) for s in samples}
+
     def protected_images(self, samples: Sequence[Sample], deltas=None) -> List[torch.Tensor]:
         if not self.attack.image:
             return [self.clean[s.id] for s in samples]
@@ -59,6 +71,7 @@ class ProtectionModule(L.LightningModule):
         """(B,) weighted ensemble l_joint."""
         triggers = triggers if triggers is not None else [self.triggers[s.id] for s in samples]
         clean = [self.clean[s.id] for s in samples] if self.attack.binding == "crs" else None
+        samples = [self.objective_samples[s.id] for s in samples]
         total = 0.0
         for w, a in zip(self.weights, self.surrogates):
             imgs = [img.to(a.device) for img in images]
@@ -144,6 +157,7 @@ class ProtectionModule(L.LightningModule):
         deltas = [self.store.get(s) for s in samples] if self.attack.image else None
         triggers = [self.triggers[s.id] for s in samples]
         clean = [self.clean[s.id] for s in samples] if self.attack.binding == "crs" else None
+        samples = [self.objective_samples[s.id] for s in samples]
 
         def surrogate_loss(adapter):
             def fn(encoded, batch):

@@ -31,6 +31,20 @@ def load_data(cfg: DictConfig) -> Dict[str, List[Sample]]:
     return data
 
 
+def probe_label(probe: Dict) -> str:
+    return probe.get("label") or probe["name"]
+
+
+def apply_probe(probe: Dict, samples: List[Sample], clean: List[Sample], seed: int) -> List[Sample]:
+    """The adaptive fine-tuner's transformation of its training set ("none": as is)."""
+    if probe["name"] == "none":
+        return list(samples)
+    from mmguard.registry import PROBES
+
+    params = {k: v for k, v in probe.items() if k not in ("name", "label")}
+    return PROBES.build(probe["name"], **params).apply(list(samples), clean=list(clean), seed=seed)
+
+
 def victim_label(v) -> str:
     return f"{v.model}/{v.name}"
 
@@ -82,13 +96,20 @@ class Runner:
                                trainer_cfg=cfg.trainer)
                 self._save_predictions(f"zero_shot__{label}", res["predictions"])
                 self.add_row(self._row("zero_shot", label, "none", res["accuracy"], None))
-            clean = self.fit_and_eval(v, train, test, f"clean__{label}")
-            self.add_row(self._row("clean", label, "none", clean["accuracy"], clean["accuracy"]))
-            for attack_label, ps in self.protected_sets(train).items():
-                res = self.fit_and_eval(v, ps.samples, test, f"{attack_label}__{label}")
-                self.add_row(self._row(attack_label, label, "none", res["accuracy"], clean["accuracy"],
-                                       surrogates=ps.surrogates, psnr=ps.summary["psnr"], ssim=ps.summary["ssim"],
-                                       protect_seconds=ps.summary["seconds"], rounds=ps.summary["rounds"]))
+            for probe in cfg.probes:
+                probe = OmegaConf.to_container(probe, resolve=True)
+                p_label = probe_label(probe)
+                seed = cfg.seed
+                tag = f"{label}__{p_label}"
+                clean = self.fit_and_eval(v, apply_probe(probe, train, train, seed), test, f"clean__{tag}")
+                self.add_row(self._row("clean", label, p_label, clean["accuracy"], clean["accuracy"]))
+                for attack_label, ps in self.protected_sets(train).items():
+                    probed = apply_probe(probe, ps.samples, train, seed)
+                    res = self.fit_and_eval(v, probed, test, f"{attack_label}__{tag}")
+                    self.add_row(self._row(attack_label, label, p_label, res["accuracy"], clean["accuracy"],
+                                           surrogates=ps.surrogates, psnr=ps.summary["psnr"],
+                                           ssim=ps.summary["ssim"], protect_seconds=ps.summary["seconds"],
+                                           rounds=ps.summary["rounds"]))
         return self.results()
 
     def protected_sets(self, train: List[Sample]) -> Dict[str, "ProtectedSet"]:
