@@ -45,6 +45,7 @@ class AttackConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     lora_lr: float = 1e-3
+    init: str = "zero"              # delta at round 0: "zero" or "uniform" in the budget (Huang's EM)
     reinit: bool = True             # re-initialize the surrogates' LoRA adapters every round (METHOD.md)
     # None: the attack's own objective. "shift": the image/text objective pulls every sample towards the NEXT
     # class's answer (class-consistent targeted adversarial poisoning, Fowl et al. 2021); l_train is then
@@ -82,6 +83,8 @@ class Attack:
             if k in values and values[k] is not None:
                 values[k] = parse_number(values[k], k)
         self.cfg = AttackConfig(**values)
+        if self.cfg.init not in ("zero", "uniform"):
+            raise ValueError(f"attack '{self.name}': key 'init': '{self.cfg.init}' is not one of zero, uniform")
         if self.cfg.target not in (None, "shift"):
             raise ValueError(f"attack '{self.name}': key 'target': '{self.cfg.target}' is not one of null, shift")
 

@@ -6,7 +6,7 @@ from mmguard.attacks.base import Attack
 from mmguard.registry import ATTACKS
 
 # Huang et al. train one model throughout (no re-initialization between noise updates)
-HUANG = {"alpha": 0.8 / 255, "P": 20, "Q": 10, "R": 10, "reinit": False}
+HUANG = {"alpha": 0.8 / 255, "P": 20, "Q": 10, "R": 10, "reinit": False, "init": "uniform"}
 
 
 @ATTACKS.register("em_image")

@@ -7,3 +7,4 @@ from mmguard.registry import ATTACKS
 class RandomNoise(Attack):
     name = "random"
     optimize = False
+    defaults = {"init": "uniform"}

@@ -37,7 +37,8 @@ class ProtectionModule(L.LightningModule):
         self.order = [s.id for s in samples]
         self.clean = {s.id: s.pixels() for s in samples}
         self.objective_samples = self._objective_samples(samples)
-        self.store = PerturbationStore(samples, self.cfg.eps_x, classwise=attack.classwise, seed=seed)
+        self.store = PerturbationStore(samples, self.cfg.eps_x, classwise=attack.classwise, seed=seed,
+                                       init=self.cfg.init)
         rng = np.random.default_rng(seed)
         tok = self.surrogates[0].tokenizer
         self.triggers: Dict[str, Optional[str]] = {

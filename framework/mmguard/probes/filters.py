@@ -1,0 +1,42 @@
+"""Smoothing filters: Gaussian blur and median blur (kornia, reflect borders)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from mmguard.probes.base import ImageProbe, as_batch, check_odd_kernel, check_range
+from mmguard.registry import PROBES
+
+
+@PROBES.register("blur")
+class GaussianBlur(ImageProbe):
+    """Gaussian blur with an odd ``kernel`` size and standard deviation ``sigma`` (pixels)."""
+
+    name = "blur"
+
+    def __init__(self, kernel: int = 3, sigma: float = 1.0):
+        self.kernel = check_odd_kernel(self.name, kernel)
+        self.sigma = check_range(self.name, "sigma", sigma, 0.0, 100.0, lo_open=True)
+
+    def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        from kornia.filters import gaussian_blur2d
+
+        return gaussian_blur2d(as_batch(x), (self.kernel, self.kernel), (self.sigma, self.sigma),
+                               border_type="reflect")
+
+
+@PROBES.register("median")
+class MedianBlur(ImageProbe):
+    """Median filter over a ``kernel`` x ``kernel`` window (reflect borders). Its gradient flows to the
+    median pixel of each window."""
+
+    name = "median"
+
+    def __init__(self, kernel: int = 3):
+        self.kernel = check_odd_kernel(self.name, kernel)
+
+    def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        from kornia.filters import median_blur
+
+        return median_blur(as_batch(x), (self.kernel, self.kernel), border_type="reflect")

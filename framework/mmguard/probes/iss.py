@@ -1,0 +1,38 @@
+"""Image Shortcut Squeezing (Liu et al., ICML 2023): grayscale against low-frequency (L2-style)
+perturbations, low-quality JPEG against high-frequency (L-inf-style) ones."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from mmguard.probes.base import ImageProbe, check_range
+from mmguard.probes.colour import grayscale
+from mmguard.probes.jpeg import jpeg_differentiable, jpeg_pil, jpeg_tensor
+from mmguard.registry import PROBES
+
+MODES = ("grayscale", "jpeg")
+
+
+@PROBES.register("iss")
+class ISS(ImageProbe):
+    """``mode`` "jpeg" (at ``quality``, default 10, as in the paper) or "grayscale"."""
+
+    name = "iss"
+
+    def __init__(self, mode: str = "jpeg", quality: int = 10):
+        if mode not in MODES:
+            raise ValueError(f"probe 'iss': key 'mode' = {mode!r} is not one of {', '.join(MODES)}")
+        self.mode = mode
+        self.quality = check_range(self.name, "quality", quality, 1, 100, integer=True)
+
+    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return grayscale(x) if self.mode == "grayscale" else jpeg_tensor(x, self.quality)
+
+    def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return grayscale(x) if self.mode == "grayscale" else jpeg_differentiable(x, self.quality)
+
+    def __call__(self, sample, rng):
+        if self.mode == "jpeg":
+            return sample.replace(image=jpeg_pil(sample.pil, self.quality))
+        return super().__call__(sample, rng)
