@@ -33,7 +33,8 @@ def _pipeline(h: int, w: int):
 @PROBES.register("ueraser")
 class UEraser(ImageProbe):
     """Random resized crop, flip, colour jitter, plasma brightness/contrast, channel shuffle, grayscale.
-    ``copies``: how many augmentations the training loop's max-loss step draws per image (``augment_copies``)."""
+    ``copies``: how many augmentations the training loop's max-loss step draws per image
+    (``augment_copies``)."""
 
     name = "ueraser"
     stochastic = True

@@ -1,0 +1,95 @@
+"""Combinations: a list of probes applied in order, and a few registered shortcuts."""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mmguard.data.sample import Sample
+from mmguard.probes.base import Probe, build_probe, sample_rng, stage_rngs
+from mmguard.registry import PROBES
+
+
+@PROBES.register("combo")
+class Combo(Probe):
+    """``probes: [{name: rcp, fraction: 0.8}, {name: punctuation}, ...]`` (names alone also work), applied in
+    order. Nested combos are flattened. A set-level probe (``mix``) runs at its place in the list: in
+    ``apply`` each stage is prepared and applied to the whole set before the next stage starts. Stage i of a
+    sample draws from its own Generator, the same in ``apply`` and in ``__call__``."""
+
+    name = "combo"
+
+    def __init__(self, probes: Sequence[Any] = ()):
+        flat: List[Probe] = []
+        for spec in probes:
+            p = build_probe(spec)
+            flat.extend(p.probes if isinstance(p, Combo) else [p])
+        if not flat:
+            raise ValueError("probe 'combo': key 'probes' is empty; give a list like "
+                             "[{name: jpeg}, {name: case}]")
+        self.probes = flat
+        self.image = any(p.image for p in flat)
+        self.text = any(p.text for p in flat)
+        self.stochastic = any(p.stochastic for p in flat)
+        self.set_level = any(p.set_level for p in flat)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.probes!r})"
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        for p, r in zip(self.probes, stage_rngs(rng, len(self.probes))):
+            sample = p(sample, r)
+        return sample
+
+    def apply(self, samples: Sequence[Sample], clean: Optional[Sequence[Sample]] = None,
+              seed: int = 0) -> List[Sample]:
+        out = list(samples)
+        clean = None if clean is None else list(clean)
+        n = len(self.probes)
+        for i, p in enumerate(self.probes):
+            out = p.prepare(out, clean, seed)
+            out = [p(s, stage_rngs(sample_rng(seed, s.id), n)[i]) for s in out]
+        return out
+
+    def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        for p in self.probes:
+            x = p.differentiable(x, generator)
+        return x
+
+    def transform_text(self, question: str) -> str:
+        for p in self.probes:
+            question = p.transform_text(question)
+        return question
+
+
+class _Shortcut(Combo):
+    """A fixed combo; keyword parameters go to its image probe (``jpeg_case`` with ``quality: 30``)."""
+
+    parts: tuple = ()
+
+    def __init__(self, **params: Any):
+        image_name, text_name = self.parts
+        try:
+            image_probe = PROBES.build(image_name, **params)
+        except ValueError as err:
+            raise ValueError(f"probe '{self.name}': {err}") from None
+        super().__init__(probes=[image_probe, {"name": text_name}])
+
+
+@PROBES.register("rcp_punctuation")
+class RcpPunctuation(_Shortcut):
+    name = "rcp_punctuation"
+    parts = ("rcp", "punctuation")
+
+
+@PROBES.register("jpeg_case")
+class JpegCase(_Shortcut):
+    name = "jpeg_case"
+    parts = ("jpeg", "case")
+
+
+@PROBES.register("blur_whitespace")
+class BlurWhitespace(_Shortcut):
+    name = "blur_whitespace"
+    parts = ("blur", "whitespace")
