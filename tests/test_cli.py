@@ -52,3 +52,21 @@ def test_run_on_unseen_llava_json(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["rows"][0]["attack"] == "clean" and 0.0 <= res["rows"][0]["accuracy"] <= 1.0
     assert (out / "results.md").exists()
+
+
+def test_run_crosses_victims_with_probes_and_reuses_protected_sets(tmp_path):
+    """attacks x victims x probes: one protected set per attack, one row per (attack, victim, probe), clean
+    rows per probe for delta_acc."""
+    out = tmp_path / "run"
+    code = main(["run", str(ROOT / "recipes" / "quickstart.yaml"), "data.n_train=12", "data.n_test=6",
+                 "attacks=[{name: random}]", "probes=[{name: none}, {name: jpeg, quality: 50}, {name: case}]",
+                 "victims.0.pretrained=false", "victims.0.epochs=1", "eval.zero_shot=false",
+                 "trainer.progress_bar=false", "--out", str(out)])
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["attack"], r["probe"]) for r in rows] == [
+        ("clean", "none"), ("random", "none"), ("clean", "jpeg"), ("random", "jpeg"), ("clean", "case"),
+        ("random", "case")]
+    for clean, attacked in zip(rows[::2], rows[1::2]):
+        assert attacked["delta_acc"] == pytest.approx(clean["accuracy"] - attacked["accuracy"])
+    assert len(list((out / "protected").iterdir())) == 1

@@ -45,6 +45,8 @@ def test_includes_and_overrides(tmp_path):
     ("logger: {name: mlflow}\n", [], "logger.name.*csv, tensorboard, wandb"),
     ("attacks: [{name: mmguard_bhp}]\n", [], "attacks.0.name.*mmguard_bph"),
     ("victims: [{name: lora, model: tiny-lava}]\n", [], "victims.0.model.*tiny-llava"),
+    ("attacks: [{name: em_image, eps: 4}]\n", [], "attacks.0.*eps.*allowed.*eps_x"),
+    ("probes: [{name: jpeg, qualty: 10}]\n", [], "probes.0.*qualty"),
 ])
 def test_errors_name_the_file_key_and_allowed_values(tmp_path, text, override, needle):
     path = write(tmp_path, "bad.yaml", text)

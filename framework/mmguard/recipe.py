@@ -196,6 +196,9 @@ def _check_names(cfg: DictConfig, source: str) -> None:
         if "name" not in a:
             raise RecipeError(f"{source}: key 'attacks.{i}.name' is missing; allowed: {', '.join(ATTACKS.names())}")
         _require(ATTACKS, a.name, f"attacks.{i}.name", source)
+        params = {k: v for k, v in OmegaConf.to_container(a, resolve=True).items()
+                  if k not in ("name", "surrogates", "label")}
+        _try_build(ATTACKS, a.name, params, f"attacks.{i}", source)
     for i, p in enumerate(cfg.probes):
         if isinstance(p, str):
             cfg.probes[i] = {"name": p}
@@ -203,8 +206,19 @@ def _check_names(cfg: DictConfig, source: str) -> None:
         if "name" not in p:
             raise RecipeError(f"{source}: key 'probes.{i}.name' is missing; allowed: none, {', '.join(PROBES.names())}")
         _require(PROBES, p.name, f"probes.{i}.name", source, extra=("none",))
+        if p.name != "none":
+            params = {k: v for k, v in OmegaConf.to_container(p, resolve=True).items() if k not in ("name", "label")}
+            _try_build(PROBES, p.name, params, f"probes.{i}", source)
     if cfg.logger.name not in LOGGER_NAMES:
         raise RecipeError(f"{source}: key 'logger.name': '{cfg.logger.name}' is not one of {', '.join(LOGGER_NAMES)}")
+
+
+def _try_build(registry: Registry, name: str, params: Dict[str, Any], key: str, source: str) -> None:
+    """Build the component once (cheap: no model) so that a bad parameter fails before any work starts."""
+    try:
+        registry.build(name, **params)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{source}: key '{key}' ({name}): {err}") from None
 
 
 def _check_kwargs(fn, section: DictConfig, key: str, source: str, skip: Sequence[str] = ()) -> None:
