@@ -148,3 +148,34 @@ def test_target_shift_pulls_towards_the_next_class():
     assert float(module.l_prot(samples, module.protected_images(samples)).mean()) < before
     with pytest.raises(ValueError, match="target"):
         build_attack({"name": "em_image", "target": "sideways"})
+
+
+def test_expectation_over_transformation_through_differentiable_jpeg():
+    """eot: the image loss is averaged over differentiable probe versions (kornia's JPEG among them); the
+    perturbation then differs from the plain one, the loss under JPEG falls, and bad probes fail early."""
+    from mmguard.engine.protect import build_attack
+    from mmguard.engine.protection import ProtectionModule
+    from mmguard.models import build_model
+
+    samples = generate(6, seed=5, types=("colour",))
+    eot = [{"name": "jpeg", "quality": 75}, {"name": "blur"}, {"name": "none"}]
+    module = ProtectionModule([build_model("tiny-llava", seed=0)], build_attack(
+        {"name": "em_image", **FAST, "Q": 0, "P": 4, "init": "zero", "eot": eot}), samples, seed=0)
+    assert len(module.eot_images(module.protected_images(samples))) == 3
+
+    def under_jpeg():
+        with torch.no_grad():
+            views = [module.eot[0].differentiable(img[None])[0] for img in module.protected_images(samples)]
+            return float(module._l_prot(samples, views).mean())
+
+    before = under_jpeg()
+    module.log = lambda *a, **k: None
+    module.training_step([s.id for s in samples], 0)
+    assert under_jpeg() < before
+    assert all(module.store.get(s).abs().max() > 0 for s in samples)
+    with pytest.raises(ValueError, match="eot.0.name"):
+        build_attack({"name": "em_image", "eot": [{"name": "jpg"}]})
+    with pytest.raises(ValueError, match="does not change images"):
+        build_attack({"name": "em_image", "eot": [{"name": "case"}]})
+    with pytest.raises(ValueError, match="eot.0.*differentiable"):
+        build_attack({"name": "em_image", "eot": [{"name": "mix", "fraction": 0.5}]})

@@ -83,6 +83,8 @@ class Attack:
             if k in values and values[k] is not None:
                 values[k] = parse_number(values[k], k)
         self.cfg = AttackConfig(**values)
+        for i, spec in enumerate(self.cfg.eot):
+            _check_eot(self.name, i, spec)
         if self.cfg.init not in ("zero", "uniform"):
             raise ValueError(f"attack '{self.name}': key 'init': '{self.cfg.init}' is not one of zero, uniform")
         if self.cfg.target not in (None, "shift"):
@@ -94,6 +96,27 @@ class Attack:
     def describe(self) -> Dict[str, Any]:
         return {"name": self.name, "image": self.image, "text": self.text, "binding": self.binding,
                 "maximize": self.maximize, "classwise": self.classwise}
+
+
+def _check_eot(attack: str, i: int, spec: Any) -> None:
+    from mmguard.registry import PROBES
+
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"attack '{attack}': key 'eot.{i}' must be a mapping with a probe 'name'")
+    if spec["name"] == "none":
+        return
+    if spec["name"] not in PROBES:
+        raise ValueError(f"attack '{attack}': key 'eot.{i}.name': {PROBES.unknown_message(spec['name'])}")
+    params = {k: v for k, v in spec.items() if k not in ("name", "label")}
+    probe = PROBES.build(spec["name"], **params)
+    if not getattr(probe, "image", True):
+        raise ValueError(f"attack '{attack}': key 'eot.{i}': probe '{spec['name']}' does not change images")
+    import torch
+
+    try:
+        probe.differentiable(torch.zeros(1, 3, 16, 16))
+    except NotImplementedError as err:
+        raise ValueError(f"attack '{attack}': key 'eot.{i}': {err}") from None
 
 
 def ensemble_weights(n: int, weights: Optional[Sequence[float]]) -> List[float]:

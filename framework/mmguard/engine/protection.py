@@ -37,6 +37,7 @@ class ProtectionModule(L.LightningModule):
         self.order = [s.id for s in samples]
         self.clean = {s.id: s.pixels() for s in samples}
         self.objective_samples = self._objective_samples(samples)
+        self.eot = self._build_eot()
         self.store = PerturbationStore(samples, self.cfg.eps_x, classwise=attack.classwise, seed=seed,
                                        init=self.cfg.init)
         rng = np.random.default_rng(seed)
@@ -68,8 +69,41 @@ class ProtectionModule(L.LightningModule):
         deltas = deltas if deltas is not None else [self.store.get(s) for s in samples]
         return [(self.clean[s.id] + d).clamp(0, 1) for s, d in zip(samples, deltas)]
 
+    def _build_eot(self) -> List:
+        """Expectation over transformation: the probes whose differentiable versions the image loss is
+        averaged over (``eot: [{name: jpeg, quality: 75}, {name: none}]``; ``none`` is the identity)."""
+        from mmguard.registry import PROBES
+
+        probes = []
+        for spec in self.cfg.eot:
+            spec = dict(spec)
+            name = spec.pop("name")
+            spec.pop("label", None)
+            probes.append(None if name == "none" else PROBES.build(name, **spec))
+        return probes
+
+    def eot_images(self, images: List[torch.Tensor]) -> List[List[torch.Tensor]]:
+        """One list of images per EOT probe (just ``images`` without EOT); differentiable, per image since
+        sizes may differ, with a generator seeded from the step so that a run repeats exactly."""
+        if not self.eot:
+            return [images]
+        out = []
+        for k, probe in enumerate(self.eot):
+            if probe is None:
+                out.append(images)
+                continue
+            gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen)))
+            out.append([probe.differentiable(img[None], generator=gen)[0].clamp(0, 1) for img in images])
+        return out
+
     def l_prot(self, samples, images, deltas=None, triggers=None) -> torch.Tensor:
-        """(B,) weighted ensemble l_joint."""
+        """(B,) weighted ensemble l_joint (averaged over the EOT probes' versions of the images)."""
+        if self.eot:
+            views = self.eot_images(list(images))
+            return sum(self._l_prot(samples, v, deltas, triggers) for v in views) / len(views)
+        return self._l_prot(samples, images, deltas, triggers)
+
+    def _l_prot(self, samples, images, deltas=None, triggers=None) -> torch.Tensor:
         triggers = triggers if triggers is not None else [self.triggers[s.id] for s in samples]
         clean = [self.clean[s.id] for s in samples] if self.attack.binding == "crs" else None
         samples = [self.objective_samples[s.id] for s in samples]
