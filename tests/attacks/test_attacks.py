@@ -179,3 +179,23 @@ def test_expectation_over_transformation_through_differentiable_jpeg():
         build_attack({"name": "em_image", "eot": [{"name": "case"}]})
     with pytest.raises(ValueError, match="eot.0.*differentiable"):
         build_attack({"name": "em_image", "eot": [{"name": "mix", "fraction": 0.5}]})
+
+
+@pytest.mark.parametrize("attack", ["mmguard_bph", "mmguard_crs", "em_image"])
+def test_weighted_ensemble_of_two_families(attack, tmp_path):
+    """Delta shared in raw pixels, trigger shared as a string, each surrogate with its own processor,
+    template and spans; weights normalized."""
+    samples = generate(4, seed=5, types=("colour",))
+    cfg = {"name": attack, **FAST, "weights": [3, 1],
+           "surrogates": [{"name": "tiny-qwen2_5_vl", "pretrained": False},
+                          {"name": "tiny-paligemma", "pretrained": False}]}
+    ps = protect(cfg, samples, seed=0, trainer_cfg=TRAINER)
+    assert ps.surrogates == ["tiny-qwen2_5_vl", "tiny-paligemma"]
+    assert ps.summary["linf_max_255"] <= 8 and len(ps.history) >= 1
+    if ATTACKS.get(attack).text:
+        assert all(r["trigger"] and r["trigger"].startswith(" ") for r in ps.per_sample)
+    from mmguard.attacks.base import ensemble_weights
+
+    assert ensemble_weights(2, [3, 1]) == [0.75, 0.25]
+    with pytest.raises(ValueError, match="weights"):
+        ensemble_weights(3, [1, 1])
