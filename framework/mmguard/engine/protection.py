@@ -17,6 +17,7 @@ import torch
 
 from mmguard.attacks import hotflip
 from mmguard.attacks.base import ensemble_weights
+from mmguard.attacks.losses import l_train
 from mmguard.attacks.objective import answer_accuracy, joint_per_sample
 from mmguard.data.sample import Sample
 from mmguard.engine.store import PerturbationStore
@@ -137,8 +138,6 @@ class ProtectionModule(L.LightningModule):
                 pick = torch.randperm(len(ids), generator=self.gen)[: self.cfg.batch_size].tolist()
                 batch = [self.samples[ids[i]] for i in pick]
                 images = [img.to(a.device) for img in self.protected_images(batch)]
-                from mmguard.attacks.losses import l_train
-
                 enc = [a.encode(s, trigger=self.triggers[s.id]) for s in batch]
                 b = a.to_device(a.collate(enc, images))
                 loss = l_train(a.forward(b), b["labels"], reduction="token_mean")
@@ -177,7 +176,7 @@ class ProtectionModule(L.LightningModule):
                         stepped.clamp(-self.cfg.eps_x, self.cfg.eps_x).cpu()
                 loss_value = float(loss.detach())
             for k, d in shared.items():
-                self.store._delta[k] = d
+                self.store.set_key(k, d)
         if self.attack.text and self.current_epoch % max(1, self.cfg.hotflip_every) == 0:
             loss_value = self.hotflip_round(samples)
         self._epoch_losses.append(loss_value)

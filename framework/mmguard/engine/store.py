@@ -36,7 +36,10 @@ class PerturbationStore:
         return self._delta[self.key(sample)]
 
     def set(self, sample: Sample, delta: torch.Tensor) -> None:
-        self._delta[self.key(sample)] = delta.detach().to("cpu", torch.float32)
+        self.set_key(self.key(sample), delta)
+
+    def set_key(self, key: str, delta: torch.Tensor) -> None:
+        self._delta[key] = delta.detach().to("cpu", torch.float32)
 
     def protected_pixels(self, sample: Sample, clean: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = sample.pixels() if clean is None else clean
