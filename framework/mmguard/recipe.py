@@ -38,6 +38,10 @@ class VictimConfig:
     dropout: float = 0.05
     trust_remote_code: bool = False
     seed: Optional[int] = None
+    # adversarial training (PGD on the images inside the fine-tuning loop); 0 = off
+    adv_eps: Any = 0.0      # a number or a fraction such as 8/255
+    adv_steps: int = 0
+    adv_alpha: Any = 0.0    # 0: 2.5 * adv_eps / adv_steps
 
 
 @dataclasses.dataclass

@@ -48,3 +48,25 @@ def test_grad_accumulation_and_schedule_run(grad_accum):
     module = finetune(adapter, victim(name="lora", epochs=1, batch_size=4, grad_accum=grad_accum), train,
                       seed=0, trainer_cfg=TRAINER)
     assert module.trainer.global_step == 2  # 4 batches / accumulation 2
+
+
+def test_adversarial_training_perturbs_inside_the_loop():
+    """adv_eps/adv_steps: PGD on the raw images each step raises the batch loss within the budget, and the
+    fine-tune runs through the engine."""
+    import torch
+
+    from mmguard.engine.data import TrainCollator
+    from mmguard.engine.victim_module import VictimModule, answer_token_loss
+    from mmguard.registry import VICTIMS
+
+    samples = generate(8, seed=1, types=("colour",))
+    adapter = build_model("tiny-llava", seed=0)
+    module = VictimModule(adapter, VICTIMS.build("full"), adv_eps=8 / 255, adv_steps=3)
+    batch = TrainCollator(adapter, keep_raw=True)(samples)
+    with torch.no_grad():
+        clean_loss = float(answer_token_loss(adapter.forward(batch), batch["labels"]))
+        adv_loss = float(answer_token_loss(adapter.forward({**batch, **module.adversarial_pixels(batch)}),
+                                           batch["labels"]))
+    assert adv_loss > clean_loss
+    finetune(adapter, victim(epochs=1, batch_size=4, adv_eps="8/255", adv_steps=2), samples, seed=0,
+             trainer_cfg=TRAINER)

@@ -26,12 +26,17 @@ class SampleDataset(Dataset):
 class TrainCollator:
     """Samples -> collated model batch (tokenized with spans, pixels processed by the adapter)."""
 
-    def __init__(self, adapter):
+    def __init__(self, adapter, keep_raw: bool = False):
         self.adapter = adapter
+        self.keep_raw = keep_raw
 
     def __call__(self, samples: List[Sample]):
         encoded = [self.adapter.encode(s) for s in samples]
-        return self.adapter.collate(encoded, [s.pixels() for s in samples])
+        images = [s.pixels() for s in samples]
+        batch = self.adapter.collate(encoded, images)
+        if self.keep_raw:  # adversarial training re-processes perturbed raw pixels every step
+            batch["raw_images"] = images
+        return batch
 
 
 def keep_samples(samples: List[Sample]) -> List[Sample]:
@@ -39,12 +44,12 @@ def keep_samples(samples: List[Sample]) -> List[Sample]:
 
 
 def train_loader(adapter, samples: Sequence[Sample], batch_size: int, seed: int,
-                 transform: Optional[Callable] = None, shuffle: bool = True) -> DataLoader:
+                 transform: Optional[Callable] = None, shuffle: bool = True, keep_raw: bool = False) -> DataLoader:
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(SampleDataset(samples, transform), batch_size=batch_size, shuffle=shuffle, generator=gen,
-                      collate_fn=TrainCollator(adapter), num_workers=0, drop_last=False)
+                      collate_fn=TrainCollator(adapter, keep_raw), num_workers=0, drop_last=False)
 
 
 def eval_loader(samples: Sequence[Sample], batch_size: int) -> DataLoader:

@@ -41,9 +41,14 @@ def finetune(adapter, victim_cfg, train: Sequence[Sample], *, seed: int = 0, tra
     """Fine-tune ``adapter`` in place with the victim recipe ``victim_cfg`` (recipe.VictimConfig fields)."""
     L.seed_everything(seed, workers=True, verbose=False)
     victim = VICTIMS.build(victim_cfg.name, rank=victim_cfg.rank, alpha=victim_cfg.alpha, dropout=victim_cfg.dropout)
+    from mmguard.attacks.base import parse_number
+
+    adv = {k: parse_number(getattr(victim_cfg, k, 0) or 0, f"victims.{k}") for k in ("adv_eps", "adv_alpha")}
+    adv_steps = int(getattr(victim_cfg, "adv_steps", 0) or 0)
     module = VictimModule(adapter, victim, lr=victim_cfg.lr, weight_decay=victim_cfg.weight_decay,
-                          warmup_ratio=victim_cfg.warmup_ratio)
-    loader = train_loader(adapter, train, victim_cfg.batch_size, seed, transform=transform)
+                          warmup_ratio=victim_cfg.warmup_ratio, adv_steps=adv_steps, **adv)
+    loader = train_loader(adapter, train, victim_cfg.batch_size, seed, transform=transform,
+                          keep_raw=adv["adv_eps"] > 0 and adv_steps > 0)
     with quiet_lightning():
         trainer = build_trainer(trainer_cfg or DEFAULT_TRAINER, max_epochs=victim_cfg.epochs,
                                 precision=victim_cfg.precision, grad_accum=victim_cfg.grad_accum, logger=logger,

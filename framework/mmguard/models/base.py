@@ -20,6 +20,8 @@ from mmguard.models import attention_tap
 from mmguard.models.processing import quantize_ste
 
 SPANS = ("X", "T", "G", "Y")
+#: batch entries that are ours, not the model's (labels feed our loss; raw images feed adversarial training)
+NOT_MODEL_INPUTS = ("labels", "raw_images")
 
 
 @dataclasses.dataclass
@@ -212,7 +214,7 @@ class LVLMAdapter:
 
     def forward(self, batch: Dict[str, torch.Tensor]):
         """Model logits for a collated batch (labels are used by our own loss, not passed to the model)."""
-        kwargs = {k: v for k, v in batch.items() if k != "labels"}
+        kwargs = {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
         return self.model(**kwargs, use_cache=False).logits
 
     @property
