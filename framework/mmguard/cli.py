@@ -74,23 +74,16 @@ def cmd_protect(args) -> int:
 def cmd_finetune(args) -> int:
     """Fine-tune the recipe's first victim on a data set on disk (e.g. a protected one) and evaluate it on the
     recipe's clean test split."""
-    from omegaconf import OmegaConf
-
-    from mmguard.engine.runner import Runner, victim_label
+    from mmguard.engine.runner import Runner, load_data, victim_label
     from mmguard.registry import DATASETS
 
     cfg = _recipe(args)
     runner = Runner(cfg, args.out)
     runner.out.mkdir(parents=True, exist_ok=True)
+    data = load_data(cfg)
+    train, test = data["train"], data["test"]
     if args.train:
         train = DATASETS.get("llava_json")(train=args.train, test=args.train)["train"]
-        kwargs = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "name"}
-        test = DATASETS.get(cfg.data.name)(**kwargs)["test"]
-    else:
-        from mmguard.engine.runner import load_data
-
-        data = load_data(cfg)
-        train, test = data["train"], data["test"]
     v = cfg.victims[0]
     res = runner.fit_and_eval(v, train, test, f"finetune__{victim_label(v)}")
     runner.add_row(runner._row(args.name, victim_label(v), "none", res["accuracy"], None, train=args.train))

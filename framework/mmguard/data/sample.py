@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
@@ -79,7 +79,3 @@ def tensor_to_pil(pixels: torch.Tensor) -> Image.Image:
 
 def option_letter(index: int) -> str:
     return "ABCDEFGHIJ"[index]
-
-
-def split_ids(samples: Sequence[Sample]) -> List[str]:
-    return [s.id for s in samples]

@@ -120,10 +120,3 @@ def answer_vocabulary() -> List[str]:
     """Every word a synthetic answer or question can contain (the tiny tokenizers learn them whole)."""
     words = set(COLOURS) | set(SHAPES) | set(NUMBER_WORDS) | {"yes", "no", "top", "bottom", "left", "right"}
     return sorted(words)
-
-
-def chance_level(qtype: str) -> float:
-    return {"colour": 1 / len(COLOURS), "shape": 1 / len(SHAPES), "count": 0.25, "position": 0.25,
-            "exists": 0.5, "colour_choice": 0.25, "caption": 1 / 72}[qtype]
-
-

@@ -2,7 +2,7 @@
 class-wise noise is asked for), never by batch position. Its size depends on the data, not on the model."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable
 
 import torch
 
@@ -41,17 +41,10 @@ class PerturbationStore:
     def set_key(self, key: str, delta: torch.Tensor) -> None:
         self._delta[key] = delta.detach().to("cpu", torch.float32)
 
-    def protected_pixels(self, sample: Sample, clean: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = sample.pixels() if clean is None else clean
-        return (x + self.get(sample)).clamp(0, 1)
-
     def project(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """L-inf ball of radius eps, and x + delta inside [0, 1]."""
         delta = delta.clamp(-self.eps, self.eps)
         return (x + delta).clamp(0, 1) - x
-
-    def keys(self) -> List[str]:
-        return list(self._delta)
 
     def __len__(self) -> int:
         return len(self._delta)

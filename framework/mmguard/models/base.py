@@ -305,8 +305,3 @@ class LVLMAdapter:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
-
-    def answer_position_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Logits at the positions that predict labelled tokens (shifted by one)."""
-        mask = labels[:, 1:] != -100
-        return logits[:, :-1][mask]
