@@ -37,6 +37,27 @@ def cmd_run(args) -> int:
     from mmguard.engine.runner import run_recipe
 
     run_recipe(cfg, args.out)
+    if not args.no_report:
+        out = args.out or cfg.out
+        try:
+            _write_report(out, samples=4, attention=True, layer=0)
+        except Exception as err:  # noqa: BLE001 - the results are written; the report can be made again
+            print(f"mmguard: warning: the run finished, but its report failed ({type(err).__name__}: {err}); "
+                  f"make it with 'mmguard report {out}'", file=sys.stderr)
+    return 0
+
+
+def _write_report(run_dir, samples: int, attention: bool, layer: int):
+    from mmguard.report.html import write_report
+
+    path = write_report(run_dir, samples=samples, attention=attention, layer=layer)
+    print(f"wrote {path} (figures in {path.parent / 'figures'})")
+    return path
+
+
+def cmd_report(args) -> int:
+    """``mmguard report DIR``: DIR/report.html (self-contained) and DIR/figures/*.png from a run directory."""
+    _write_report(args.run_dir, samples=args.samples, attention=not args.no_attention, layer=args.layer)
     return 0
 
 
@@ -146,7 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run the whole benchmark of a recipe")
     recipe_args(s)
     s.add_argument("--print-config", action="store_true", help="print the merged, validated recipe and exit")
+    s.add_argument("--no-report", action="store_true", help="skip report.html (make it later: mmguard report DIR)")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("report", help="write DIR/report.html and DIR/figures/ for a run directory")
+    s.add_argument("run_dir", help="a folder written by 'mmguard run' (results.json, recipe.yaml, protected/)")
+    s.add_argument("--samples", type=int, default=4, help="samples shown per attack (default 4)")
+    s.add_argument("--no-attention", action="store_true", help="skip the attention maps (no model is built)")
+    s.add_argument("--layer", type=int, default=0, help="language-model layer of the attention maps (default 0)")
+    s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("protect", help="protect the recipe's train split and write the data set")
     s.add_argument("recipe", help="recipe YAML")

@@ -1,0 +1,387 @@
+"""``mmguard report DIR``: one self-contained ``DIR/report.html`` (every image a base64 data URI, no outside
+script or style) and its figures as ``DIR/figures/*.png``.
+
+Sections: what protection is left under each probe (in words), accuracy charts per victim and per threat
+model, the stealth table, then per attack an image grid (clean, protected, amplified perturbation), the
+triggered questions, and the answer-to-image attention of a surrogate on clean and protected inputs; last,
+every results row. A part that cannot be drawn (no recipe, data that cannot be loaded again, a model that
+cannot be built) is replaced by a sentence saying why; the rest of the report is still written.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from mmguard.report import figures
+from mmguard.report.summary import (AttackSet, RunData, attack_labels, inserted_span, load_run, locate_trigger,
+                                    protection_left, row_threat, shown_ids, stealth_rows)
+from mmguard.report.table import COLUMNS
+
+#: at most this many samples are encoded to measure trigger lengths in tokens
+TRIGGER_TOKEN_SAMPLES = 1000
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _err(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.{digits}f}" if abs(value) < 10 else f"{value:.2f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _question_parts(clean: Optional[str], protected: Optional[str], trigger: Optional[str]):
+    """(before, marked, after) of the protected question: the inserted trigger is ``marked``."""
+    if protected is None:
+        return None
+    if clean is not None:
+        start, end = inserted_span(clean, protected)
+    else:
+        start, end = locate_trigger(protected, trigger)
+    return protected[:start], protected[start:end], protected[end:]
+
+
+def _protected_image(a: AttackSet, sample_id: str):
+    from PIL import Image
+
+    rec = next((s for s in a.per_sample if str(s["id"]) == sample_id), None)
+    if rec and rec.get("image") and (a.path / rec["image"]).is_file():
+        with Image.open(a.path / rec["image"]) as im:
+            return im.convert("RGB")
+    if sample_id in a.protected:
+        return a.protected[sample_id].pil
+    raise FileNotFoundError(f"protected image of sample {sample_id!r} not found in {a.path}")
+
+
+def _mass_line(masses: List[Dict[str, Any]]) -> Optional[str]:
+    """One sentence: where the answer tokens look, clean vs protected, over the shown samples."""
+    def mean(key):
+        vals = [m[key] for m in masses if m[key] is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    clean, prot, trig = mean("clean"), mean("protected"), mean("trigger")
+    if prot is None:
+        return None
+    text = f"On the {len(masses)} samples shown, the answer tokens put {prot:.2f} of their attention on the image"
+    text += f" of the protected input (clean input: {clean:.2f})" if clean is not None else " of the protected input"
+    if trig is not None:
+        text += f" and {trig:.2f} on the trigger"
+    return text + "."
+
+
+class ReportBuilder:
+    def __init__(self, run: RunData, samples: int = 4, attention: bool = True, layer: int = 0):
+        self.run = run
+        self.samples = samples
+        self.attention = attention
+        self.layer = layer
+        self.fig_dir = run.path / "figures"
+        self.written: List[Path] = []
+        self.trigger_tokens: Dict[str, Any] = {}
+        from mmguard.report.attention import SurrogateCache
+
+        self.cache = SurrogateCache()
+
+    def _figure(self, fn, name: str, *args, **kwargs) -> Dict[str, str]:
+        path = fn(self.fig_dir / f"{figures.safe_name(name)}.png", *args, **kwargs)
+        self.written.append(path)
+        return {"src": _data_uri(path), "file": f"figures/{path.name}"}
+
+    # ------------------------------------------------------------------ per attack
+    def attack_section(self, a: AttackSet) -> Dict[str, Any]:
+        run = self.run
+        surrogates = ", ".join(a.manifest.get("surrogates") or [])
+        sec: Dict[str, Any] = {"label": a.label, "method": a.name, "surrogates": surrogates, "notes": [],
+                               "grid": None, "attention": None, "attention_error": None, "questions": [],
+                               "masses": []}
+        if a.error:
+            sec["notes"].append(a.error)
+        ids = shown_ids(a, self.samples)
+        triggers = a.triggers
+        items = []
+        for sid in ids:
+            try:
+                items.append({"id": sid, "protected": _protected_image(a, sid),
+                              "clean": run.clean[sid].pil if sid in run.clean else None})
+            except Exception as err:  # noqa: BLE001
+                sec["notes"].append(f"sample {sid}: {_err(err)}")
+        if run.clean_error:
+            sec["notes"].append(f"Clean originals are not shown: {run.clean_error}.")
+        elif any(it["clean"] is None for it in items):
+            sec["notes"].append("Some shown samples have no clean original in the recipe's data (ids differ).")
+        if items:
+            try:
+                sec["grid"] = self._figure(figures.image_grid, f"grid__{a.label}",
+                                           f"{a.label}: clean, protected, perturbation", items)
+            except Exception as err:  # noqa: BLE001
+                sec["notes"].append(f"The image grid could not be drawn: {_err(err)}.")
+
+        for sid in ids:
+            clean = run.clean.get(sid)
+            released = a.protected.get(sid)
+            parts = _question_parts(clean.question if clean else None, released.question if released else None,
+                                    triggers.get(sid))
+            sec["questions"].append({"id": sid, "clean": clean.question if clean else None, "parts": parts,
+                                     "trigger": triggers.get(sid), "answer": (clean or released).answer
+                                     if (clean or released) else None})
+
+        if self.attention:
+            self._attention(a, sec, items)
+        return sec
+
+    def _attention(self, a: AttackSet, sec: Dict[str, Any], items: List[Dict]) -> None:
+        from mmguard.report.attention import answer_attention, surrogate_spec, trigger_token_lengths
+
+        run = self.run
+        try:
+            spec = surrogate_spec(run.cfg, a.label, a.manifest)
+            adapter = self.cache.get(spec)
+        except Exception as err:  # noqa: BLE001
+            sec["attention_error"] = f"No attention maps: {_err(err)}."
+            return
+        sec["surrogate_spec"] = (f"{spec['name']} (seed {spec['seed']}, "
+                                 f"{'pre-trained twin' if spec['pretrained'] else 'random init'}"
+                                 + (f"; first of {spec['ensemble']} surrogates" if spec["ensemble"] > 1 else "")
+                                 + ")")
+        try:
+            pairs = [(run.clean.get(str(s["id"])), s.get("trigger"))
+                     for s in a.per_sample[:TRIGGER_TOKEN_SAMPLES]]
+            self.trigger_tokens[a.label] = trigger_token_lengths(adapter, pairs)
+        except Exception as err:  # noqa: BLE001
+            sec["notes"].append(f"Trigger lengths in tokens could not be measured: {_err(err)}.")
+        maps = []
+        triggers = a.triggers
+        for it in items:
+            sid = it["id"]
+            clean = run.clean.get(sid)
+            entry = {"id": sid, "clean_image": it["clean"], "protected_image": it["protected"], "clean": None,
+                     "protected": None}
+            try:
+                if clean is not None:
+                    entry["clean"] = answer_attention(adapter, clean, None, self.layer)
+                    protected = clean.replace(image=it["protected"])
+                    entry["protected"] = answer_attention(adapter, protected, triggers.get(sid), self.layer)
+                elif sid in a.protected:  # the released sample: its question already carries the trigger
+                    entry["protected"] = answer_attention(adapter, a.protected[sid].replace(image=it["protected"]),
+                                                          None, self.layer)
+            except Exception as err:  # noqa: BLE001
+                sec["notes"].append(f"Attention of sample {sid} could not be computed: {_err(err)}.")
+            maps.append(entry)
+            sec["masses"].append({"id": sid,
+                                  "clean": entry["clean"].image_mass if entry["clean"] else None,
+                                  "protected": entry["protected"].image_mass if entry["protected"] else None,
+                                  "trigger": entry["protected"].trigger_mass if entry["protected"] else None})
+        if not any(m["clean"] or m["protected"] for m in maps):
+            sec["attention_error"] = "No attention maps: no sample could be encoded."
+            return
+        sec["mass_line"] = _mass_line(sec["masses"])
+        mapped = {m[k].mapped for m in maps for k in ("clean", "protected") if m[k] is not None}
+        sec["attention_mapping"] = ", ".join(sorted(mapped))
+        try:
+            sec["attention"] = self._figure(
+                figures.attention_figure, f"attention__{a.label}",
+                f"{a.label}: answer-token attention on image tokens, LM layer {self.layer}, {spec['name']}", maps)
+        except Exception as err:  # noqa: BLE001
+            sec["attention_error"] = f"The attention figure could not be drawn: {_err(err)}."
+
+    # ------------------------------------------------------------------ whole run
+    def charts(self) -> List[Dict[str, str]]:
+        rows = self.run.rows
+        out = []
+        victims = list(dict.fromkeys(r.get("victim") for r in rows if r.get("victim") is not None))
+        for v in victims:
+            fig = self._figure(figures.accuracy_by_probe, f"accuracy__{v}", rows, v)
+            fig["caption"] = f"Accuracy per probe, victim {v}."
+            fig["kind"] = "probe"
+            out.append(fig)
+        if attack_labels(rows):
+            fig = self._figure(figures.accuracy_by_threat, "accuracy__threat_models", rows)
+            fig["caption"] = "Accuracy per threat model (probe 'none'), averaged over victims."
+            fig["kind"] = "threat"
+            out.append(fig)
+        return out
+
+    def build(self) -> str:
+        run = self.run
+        self.fig_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.fig_dir.glob("*.png"):  # figures of an earlier report of this run
+            old.unlink()
+        problems: List[str] = []
+        if run.cfg_error:
+            problems.append(run.cfg_error)
+        sections = [self.attack_section(a) for a in run.attacks]
+        missing = [lab for lab in attack_labels(run.rows) if lab not in {a.label for a in run.attacks}]
+        if missing:
+            problems.append("No protected/ folder for " + ", ".join(missing) + ": no images, questions or attention "
+                            "for them.")
+        try:
+            charts = self.charts()
+        except Exception as err:  # noqa: BLE001
+            charts = []
+            problems.append(f"The accuracy charts could not be drawn: {_err(err)}.")
+        stealth = stealth_rows(run, {k: v for k, v in self.trigger_tokens.items() if v})
+        results = run.results
+        columns = list(COLUMNS)
+        if any(r.get("surrogates") for r in run.rows):
+            columns.insert(1, "surrogates")
+        columns.insert(columns.index("probe") + 1, "threat")
+        if any(r.get("note") for r in run.rows):  # e.g. a victim this machine cannot run
+            columns.append("note")
+        table = [[_fmt(row_threat(r) if c == "threat" else r.get(c)) for c in columns] for r in run.rows]
+        ctx = {
+            "title": f"mmguard report: {results.get('recipe', run.path.name)}",
+            "recipe": results.get("recipe"), "seed": results.get("seed"), "elapsed": results.get("elapsed_s"),
+            "run_dir": str(run.path), "generated": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "left": protection_left(run.rows), "charts": charts, "stealth": stealth, "sections": sections,
+            "columns": columns, "table": table, "problems": problems, "fmt": _fmt, "layer": self.layer,
+            "attention": self.attention, "n_rows": len(run.rows),
+        }
+        return _template().render(**ctx)
+
+
+def write_report(run_dir: str | Path, samples: int = 4, attention: bool = True, layer: int = 0) -> Path:
+    """Write ``run_dir/report.html`` and ``run_dir/figures/*.png``; returns the report's path."""
+    from mmguard.io import atomic_write_text
+
+    run = load_run(run_dir)
+    html = ReportBuilder(run, samples=samples, attention=attention, layer=layer).build()
+    return atomic_write_text(run.path / "report.html", html)
+
+
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    return env.from_string(TEMPLATE)
+
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+h3 { margin-top: 1.6em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .85em; color: #555; }
+mark { background: #ffd54f; padding: 0 .1em; border-radius: 2px; }
+.note { color: #8a4b00; background: #fff6e5; border-left: 3px solid #f0a030; padding: .3em .7em; margin: .5em 0; }
+.meta { color: #555; font-size: .9em; } .left li { margin: .2em 0; }
+code { background: #f4f4f4; padding: 0 .2em; }
+</style>
+</head>
+<body>
+<h1>{{ title }}</h1>
+<p class="meta">run directory <code>{{ run_dir }}</code> &middot; seed {{ fmt(seed) }}
+{% if elapsed is not none %} &middot; run wall time {{ "%.0f"|format(elapsed) }} s{% endif %}
+ &middot; report written {{ generated }}</p>
+{% for p in problems %}<p class="note">{{ p }}</p>{% endfor %}
+
+<h2 id="protection-left">Protection left under each probe</h2>
+<p>delta_acc is clean fine-tuning accuracy minus protected fine-tuning accuracy (same victim, same probe): how much
+accuracy the protection takes away. A probe is what an adaptive fine-tuner does to the data to get past it.</p>
+<ul class="left">
+{% for line in left %}<li>{{ line }}</li>
+{% endfor %}
+</ul>
+
+<h2 id="accuracy">Accuracy</h2>
+{% if not charts %}<p class="note">No results rows to chart.</p>{% endif %}
+{% for c in charts %}
+<figure><img class="chart chart-{{ c.kind }}" src="{{ c.src }}" alt="{{ c.caption }}">
+<figcaption>{{ c.caption }} Bars: one per attack, clean (fine-tuned on the clean data) and zero_shot (no
+fine-tuning) for reference. <code>{{ c.file }}</code></figcaption></figure>
+{% endfor %}
+
+<h2 id="stealth">Stealth</h2>
+<table id="stealth-table" class="stealth">
+<thead><tr><th>attack</th><th>method</th><th>surrogates</th><th>PSNR (dB)</th><th>SSIM</th>
+<th>L-inf max (/255)</th><th>eps_x (/255)</th><th>trigger tokens (mean / max)</th><th>eps_t</th>
+<th>trigger words (mean)</th><th>edit distance</th><th>BLEU</th><th>samples</th></tr></thead>
+<tbody>
+{% for s in stealth %}
+<tr class="stealth-row"><td>{{ s.attack }}</td><td>{{ s.method }}</td><td>{{ s.surrogates }}</td>
+<td class="num">{{ fmt(s.psnr, 2) }}</td><td class="num">{{ fmt(s.ssim) }}</td><td class="num">{{ fmt(s.linf_255) }}</td>
+<td class="num">{{ fmt(s.eps_x_255) }}</td>
+<td class="num">{% if s.trigger_tokens_mean is not none %}{{ "%.1f"|format(s.trigger_tokens_mean) }} / {{ s.trigger_tokens_max }}{% else %}-{% endif %}</td>
+<td class="num">{{ fmt(s.eps_t) }}</td><td class="num">{{ fmt(s.trigger_words, 1) }}</td>
+<td class="num">{{ fmt(s.edit_distance, 2) }}</td><td class="num">{{ fmt(s.bleu) }}</td><td class="num">{{ fmt(s.n) }}</td></tr>
+{% endfor %}
+</tbody></table>
+{% if not stealth %}<p class="note">No attack was run.</p>{% endif %}
+<p class="meta">PSNR and SSIM: means over the protected set; L-inf: the largest over it. Trigger tokens are counted
+in the first surrogate's tokenizer as inserted (the span the budget eps_t limits); edit distance and BLEU compare
+the triggered questions with the clean ones.</p>
+
+<h2 id="attacks">Attacks</h2>
+{% if not sections %}<p class="note">No protected data sets in this run directory.</p>{% endif %}
+{% for s in sections %}
+<section class="attack" id="attack-{{ s.label }}">
+<h3>{{ s.label }}{% if s.method != s.label %} ({{ s.method }}){% endif %}</h3>
+<p class="meta">surrogates: {{ s.surrogates or "-" }}</p>
+{% for n in s.notes %}<p class="note">{{ n }}</p>{% endfor %}
+{% if s.grid %}
+<figure><img class="grid" src="{{ s.grid.src }}" alt="image grid {{ s.label }}">
+<figcaption>Clean original, released (protected) image, and the perturbation amplified so that it is visible.
+<code>{{ s.grid.file }}</code></figcaption></figure>
+{% endif %}
+<h4>Triggered questions</h4>
+<table class="questions">
+<thead><tr><th>id</th><th>clean question</th><th>protected question (trigger marked)</th><th>answer</th></tr></thead>
+<tbody>
+{% for q in s.questions %}
+<tr><td>{{ q.id }}</td><td>{{ q.clean if q.clean is not none else "-" }}</td>
+<td>{% if q.parts %}{{ q.parts[0] }}{% if q.parts[1] %}<mark>{{ q.parts[1] }}</mark>{% endif %}{{ q.parts[2] }}{% else %}-{% endif %}</td>
+<td>{{ q.answer or "-" }}</td></tr>
+{% endfor %}
+</tbody></table>
+{% if attention %}
+<h4>Answer-to-image attention</h4>
+{% if s.attention %}
+{% if s.mass_line %}<p>{{ s.mass_line }}</p>{% endif %}
+<figure><img class="attention" src="{{ s.attention.src }}" alt="attention maps {{ s.label }}">
+<figcaption>Attention of the answer tokens on the image tokens in language-model layer {{ layer }} of the
+surrogate {{ s.surrogate_spec }} before any adaptation, averaged over heads and answer tokens and painted onto the
+image ({{ s.attention_mapping }}). "on image": the answer rows' total attention mass on image tokens;
+"trigger": on the trigger tokens. <code>{{ s.attention.file }}</code></figcaption></figure>
+{% else %}
+<p class="note">{{ s.attention_error }}</p>
+{% endif %}
+{% endif %}
+</section>
+{% endfor %}
+
+<h2 id="results">All results ({{ n_rows }} rows)</h2>
+<table class="results">
+<thead><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for r in table %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}
+</tbody></table>
+</body>
+</html>
+"""

@@ -1,0 +1,302 @@
+"""What a run directory holds, read back for the report: results rows, the recipe, and each protected set
+(manifest, released samples, the clean originals they came from); plus the numbers the report states in
+words (threat model of a row, the protection left under each probe, the stealth of each attack).
+
+Nothing here draws or needs a model; figures.py draws, attention.py runs the surrogates, html.py assembles.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from mmguard.data.sample import Sample
+
+#: rows that are references, not attacks
+REFERENCE_ROWS = ("zero_shot", "clean")
+
+
+@dataclasses.dataclass
+class AttackSet:
+    """One ``protected/<label>/`` folder of a run."""
+
+    label: str
+    path: Path
+    manifest: Dict[str, Any]
+    protected: Dict[str, Sample]  # by sample id, as released (data.json)
+    error: Optional[str] = None  # why the released samples could not be read
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("attack", self.label)
+
+    @property
+    def per_sample(self) -> List[Dict[str, Any]]:
+        return list(self.manifest.get("samples") or [])
+
+    @property
+    def triggers(self) -> Dict[str, Optional[str]]:
+        return {str(s["id"]): s.get("trigger") for s in self.per_sample}
+
+
+@dataclasses.dataclass
+class RunData:
+    path: Path
+    results: Dict[str, Any]
+    cfg: Any  # the recipe (DictConfig) or None
+    cfg_error: Optional[str]
+    attacks: List[AttackSet]
+    clean: Dict[str, Sample]  # train samples by id (the originals of the protected sets)
+    clean_error: Optional[str]
+
+    @property
+    def rows(self) -> List[Dict[str, Any]]:
+        return list(self.results.get("rows") or [])
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def load_run(run_dir: str | Path, need_clean: bool = True) -> RunData:
+    """Read a run directory written by ``mmguard run``. Only results.json is required; whatever else is missing
+    or unreadable is recorded (``cfg_error``, ``clean_error``, ``AttackSet.error``) for the report to say."""
+    run_dir = Path(run_dir)
+    res_path = run_dir / "results.json"
+    if not res_path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no results.json: not a run directory written by 'mmguard run'")
+    results = json.loads(res_path.read_text())
+
+    cfg, cfg_error = None, None
+    recipe = run_dir / "recipe.yaml"
+    if recipe.is_file():
+        try:
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.load(recipe)
+        except Exception as err:  # noqa: BLE001 - reported, not fatal
+            cfg_error = f"recipe.yaml could not be read ({_reason(err)})"
+    else:
+        cfg_error = "the run directory has no recipe.yaml"
+
+    attacks = [read_attack_set(p) for p in sorted_attack_dirs(run_dir, results)]
+
+    clean: Dict[str, Sample] = {}
+    clean_error = None
+    if need_clean and attacks:
+        if cfg is None:
+            clean_error = f"clean originals unavailable: {cfg_error}"
+        else:
+            try:
+                from mmguard.engine.runner import load_data
+
+                clean = {s.id: s for s in load_data(cfg)["train"]}
+            except Exception as err:  # noqa: BLE001
+                clean_error = f"the recipe's data could not be loaded again ({_reason(err)})"
+    return RunData(run_dir, results, cfg, cfg_error, attacks, clean, clean_error)
+
+
+def sorted_attack_dirs(run_dir: Path, results: Dict[str, Any]) -> List[Path]:
+    """``protected/*`` folders with a manifest, in the order their attacks appear in results.json."""
+    root = run_dir / "protected"
+    if not root.is_dir():
+        return []
+    dirs = [p for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").is_file()]
+    order = {}
+    for r in results.get("rows") or []:
+        order.setdefault(r.get("attack"), len(order))
+    return sorted(dirs, key=lambda p: (order.get(p.name, len(order)), p.name))
+
+
+def read_attack_set(path: Path) -> AttackSet:
+    manifest = json.loads((path / "manifest.json").read_text())
+    protected: Dict[str, Sample] = {}
+    error = None
+    try:
+        from mmguard.data.loaders import read_conversation_file
+
+        protected = {s.id: s for s in read_conversation_file(path / "data.json")}
+    except Exception as err:  # noqa: BLE001
+        error = f"data.json could not be read ({_reason(err)})"
+    return AttackSet(path.name, path, manifest, protected, error)
+
+
+def shown_ids(attack: AttackSet, n: int) -> List[str]:
+    """The first ``n`` sample ids of a protected set (the same ids for every attack of a run)."""
+    ids = [str(s["id"]) for s in attack.per_sample] or list(attack.protected)
+    return ids[:max(0, n)]
+
+
+# ------------------------------------------------------------------------------------------- threat models
+def model_family(name: str) -> Optional[str]:
+    """The family of a registered tiny model (``tiny-llava-wide`` -> llava); None for checkpoints."""
+    try:
+        import importlib
+
+        from mmguard.registry import MODELS
+
+        importlib.import_module("mmguard.models")  # registers the families
+        if name in MODELS:
+            return MODELS.meta(name).get("family")
+    except Exception:  # noqa: BLE001
+        return None
+    return None
+
+
+def threat_model(surrogates: Sequence[str], victim_model: str) -> str:
+    """white-box (the victim's model is a surrogate), gray-box (a surrogate of the same family), black-box
+    (other families); "unknown" where a checkpoint's family is not known without loading it."""
+    surrogates = list(surrogates or [])
+    if not surrogates:
+        return "unknown"
+    if victim_model in surrogates:
+        return "white-box"
+    vf = model_family(victim_model)
+    families = [model_family(s) for s in surrogates]
+    if vf is not None and vf in families:
+        return "gray-box"
+    if vf is None or any(f is None for f in families):
+        return "unknown"
+    return "black-box"
+
+
+def victim_model(victim_label: str) -> str:
+    """``tiny-llava/lora`` -> ``tiny-llava`` (the victim recipe's name follows the last slash)."""
+    return victim_label.rsplit("/", 1)[0] if "/" in victim_label else victim_label
+
+
+def row_threat(row: Dict[str, Any]) -> Optional[str]:
+    if row.get("attack") in REFERENCE_ROWS:
+        return None
+    return threat_model(row.get("surrogates") or [], victim_model(str(row.get("victim", ""))))
+
+
+# ------------------------------------------------------------------------------------------- numbers
+def _ordered(values) -> List[Any]:
+    return list(dict.fromkeys(values))
+
+
+def _mean(values: Sequence[float]) -> Optional[float]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(vals) / len(vals) if vals else None
+
+
+def attack_labels(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    return [a for a in _ordered(r.get("attack") for r in rows) if a not in REFERENCE_ROWS]
+
+
+def probes_of(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    return _ordered(r.get("probe") for r in rows if r.get("attack") != "zero_shot")
+
+
+def mean_delta(rows: Sequence[Dict[str, Any]], attack: str, probe: str) -> Optional[float]:
+    return _mean([r.get("delta_acc") for r in rows if r.get("attack") == attack and r.get("probe") == probe])
+
+
+def protection_left(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """One plain sentence per probe: how much delta_acc the best attack under that probe keeps of what it had
+    without a probe (probe ``none``). delta_acc is averaged over victims when there are several."""
+    attacks = attack_labels(rows)
+    if not attacks:
+        return ["No attack was run, so there is no protection to measure."]
+    victims = _ordered(r.get("victim") for r in rows if r.get("attack") in attacks)
+    lines = []
+    for probe in probes_of(rows):
+        deltas = {a: mean_delta(rows, a, probe) for a in attacks}
+        deltas = {a: d for a, d in deltas.items() if d is not None}
+        if not deltas:
+            continue
+        best = max(deltas, key=lambda a: deltas[a])
+        d = deltas[best]
+        ref = mean_delta(rows, best, "none")
+        if probe == "none":
+            lines.append(f"Without a probe (the data fine-tuned as released), the strongest protection is {best} "
+                         f"with delta_acc {d:.2f}.")
+        elif ref is None:
+            lines.append(f"Under {probe}, the strongest protection is {best} with delta_acc {d:.2f}; the run has no "
+                         f"unprobed ('none') row to compare with.")
+        elif ref <= 0:
+            lines.append(f"Under {probe}, {best} has delta_acc {d:.2f}; without a probe it had {ref:.2f}, so there "
+                         f"was no protection to keep.")
+        elif d > ref:
+            lines.append(f"Under {probe}, {best} has delta_acc {d:.2f}, more than its {ref:.2f} without a probe.")
+        else:
+            lines.append(f"Under {probe}, {best} keeps {d:.2f} of its {ref:.2f} delta_acc ({d / ref:.0%} left).")
+    if len(victims) > 1 and lines:
+        lines.append(f"delta_acc is averaged over the {len(victims)} victims ({', '.join(map(str, victims))}).")
+    return lines
+
+
+def stealth_rows(run: RunData, trigger_tokens: Optional[Dict[str, Tuple[float, int]]] = None) -> List[Dict]:
+    """One row per attack (protected set): PSNR, SSIM, the largest L-inf in /255, trigger length, text stealth.
+    ``trigger_tokens``: attack label -> (mean, max) trigger length in surrogate tokens, where known."""
+    out = []
+    labels = [a.label for a in run.attacks]
+    by_label = {a.label: a for a in run.attacks}
+    # attacks in results.json whose folder is gone still get a row, from their results rows
+    for label in attack_labels(run.rows):
+        if label not in by_label:
+            labels.append(label)
+    for label in labels:
+        a = by_label.get(label)
+        rows = [r for r in run.rows if r.get("attack") == label]
+        summary = (a.manifest.get("summary") or {}) if a else {}
+        samples = a.per_sample if a else []
+        psnr = summary.get("psnr", _mean([r.get("psnr") for r in rows]))
+        ssim = summary.get("ssim", _mean([r.get("ssim") for r in rows]))
+        linf = summary.get("linf_max_255")
+        if linf is None and samples:
+            linf = max(int(s.get("linf_255") or 0) for s in samples)
+        triggers = [s.get("trigger") or "" for s in samples]
+        words = [len(t.split()) for t in triggers]
+        hp = (a.manifest.get("hyperparameters") or {}) if a else {}
+        eps_x = hp.get("eps_x")
+        tok = (trigger_tokens or {}).get(label)
+        out.append({
+            "attack": label, "method": a.name if a else (rows[0].get("attack") if rows else label),
+            "surrogates": ", ".join((a.manifest.get("surrogates") if a else rows[0].get("surrogates") if rows else [])
+                                    or []),
+            "psnr": psnr, "ssim": ssim, "linf_255": linf,
+            "eps_x_255": round(eps_x * 255, 2) if isinstance(eps_x, (int, float)) else None,
+            "trigger_words": _mean(words) if any(triggers) else None,
+            "trigger_tokens_mean": tok[0] if tok else None, "trigger_tokens_max": tok[1] if tok else None,
+            "eps_t": hp.get("eps_t") if any(triggers) else None,
+            "edit_distance": summary.get("edit_distance"), "bleu": summary.get("bleu"),
+            "n": summary.get("n", len(samples) or None),
+            "missing": None if a else "no protected/ folder in the run directory",
+        })
+    return out
+
+
+# ------------------------------------------------------------------------------------------- questions
+def inserted_span(clean: str, protected: str) -> Tuple[int, int]:
+    """(start, end) in ``protected`` of the text inserted into ``clean`` (the trigger); (0, 0) when the texts
+    are equal. Insertions only, as triggers never replace; a general difference takes its widest span."""
+    if clean == protected:
+        return 0, 0
+    pre = 0
+    while pre < min(len(clean), len(protected)) and clean[pre] == protected[pre]:
+        pre += 1
+    suf = 0
+    while suf < min(len(clean), len(protected)) - pre and clean[-1 - suf] == protected[-1 - suf]:
+        suf += 1
+    end = len(protected) - suf
+    if end <= pre:  # text removed rather than inserted: mark what differs
+        ops = [op for op in difflib.SequenceMatcher(a=clean, b=protected).get_opcodes() if op[0] != "equal"]
+        if not ops:
+            return 0, 0
+        return ops[0][3], ops[-1][4]
+    return pre, end
+
+
+def locate_trigger(question: str, trigger: Optional[str]) -> Tuple[int, int]:
+    """Where the manifest's trigger sits in a released question (the last occurrence); (0, 0) if absent."""
+    if not trigger or trigger not in question:
+        return 0, 0
+    start = question.rfind(trigger)
+    return start, start + len(trigger)
