@@ -199,3 +199,23 @@ def test_weighted_ensemble_of_two_families(attack, tmp_path):
     assert ensemble_weights(2, [3, 1]) == [0.75, 0.25]
     with pytest.raises(ValueError, match="weights"):
         ensemble_weights(3, [1, 1])
+
+
+@pytest.mark.parametrize("attack", [a for a in ATTACKS.names() if ATTACKS.get(a).image])
+def test_psnr_floor_holds_on_released_images(attack):
+    """psnr_min shrinks delta inside the L-inf ball: every released 8-bit image keeps the floor, while without
+    it sign-PGD / uniform noise at 8/255 sits below it."""
+    from mmguard.metrics.stealth import psnr
+
+    floor = 36.0
+    samples, ps = run(attack, "tiny-llava", psnr_min=floor, P=4)
+    values = [float(psnr(c.pixels()[None], p.pixels()[None])) for c, p in zip(samples, ps.samples)]
+    assert min(values) >= floor, values
+    assert ps.summary["psnr"] >= floor
+    _, free = run(attack, "tiny-llava", P=4)
+    assert free.summary["psnr"] < floor  # the floor did something
+
+
+def test_psnr_floor_is_validated():
+    with pytest.raises(ValueError, match="psnr_min"):
+        ATTACKS.get("mmguard_bph")(psnr_min=80)

@@ -54,10 +54,13 @@ class AttackConfig:
     hotflip_every: int = 1          # HotFlip rounds on a batch every n-th round (1 = every round)
     verify_k: Optional[int] = None  # of the top-K, how many are verified exactly per position (None: all K)
     seed: Optional[int] = None
+    # Not in METHOD.md: a PSNR floor (dB) on each released image. PGD steps are followed by a shrink of delta to
+    # the RMS this PSNR allows, inside the L-inf ball, so stealth is a budget rather than a hope.
+    psnr_min: Optional[float] = None
     eot: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # expectation over probes (issue 4)
 
     FRACTION_KEYS = ("eps_x", "alpha", "tau", "lambda_train", "lambda_bind", "beta1", "beta2", "beta3",
-                     "stop_accuracy", "lora_lr", "lora_dropout")
+                     "stop_accuracy", "lora_lr", "lora_dropout", "psnr_min")
 
 
 class Attack:
@@ -87,6 +90,9 @@ class Attack:
             _check_eot(self.name, i, spec)
         if self.cfg.init not in ("zero", "uniform"):
             raise ValueError(f"attack '{self.name}': key 'init': '{self.cfg.init}' is not one of zero, uniform")
+        if self.cfg.psnr_min is not None and not 0 < self.cfg.psnr_min <= 50:
+            raise ValueError(f"attack '{self.name}': key 'psnr_min': {self.cfg.psnr_min} dB is outside (0, 50] "
+                             "(a floor near 54 dB leaves nothing after rounding to 8 bits)")
         if self.cfg.target not in (None, "shift"):
             raise ValueError(f"attack '{self.name}': key 'target': '{self.cfg.target}' is not one of null, shift")
 

@@ -40,7 +40,7 @@ class ProtectionModule(L.LightningModule):
         self.objective_samples = self._objective_samples(samples)
         self.eot = self._build_eot()
         self.store = PerturbationStore(samples, self.cfg.eps_x, classwise=attack.classwise, seed=seed,
-                                       init=self.cfg.init)
+                                       init=self.cfg.init, psnr_min=self.cfg.psnr_min)
         rng = np.random.default_rng(seed)
         tok = self.surrogates[0].tokenizer
         self.triggers: Dict[str, Optional[str]] = {
@@ -172,8 +172,7 @@ class ProtectionModule(L.LightningModule):
                 for (k, d), g in zip(leaves.items(), grads):
                     x = self.clean[next(s.id for s in samples if self.store.key(s) == k)].to(self.device)
                     stepped = d.detach() - self.cfg.alpha * g.sign()
-                    shared[k] = self.store.project(x, stepped).cpu() if not self.attack.classwise else \
-                        stepped.clamp(-self.cfg.eps_x, self.cfg.eps_x).cpu()
+                    shared[k] = self.store.project(None if self.attack.classwise else x, stepped).cpu()
                 loss_value = float(loss.detach())
             for k, d in shared.items():
                 self.store.set_key(k, d)

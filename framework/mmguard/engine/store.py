@@ -2,7 +2,8 @@
 class-wise noise is asked for), never by batch position. Its size depends on the data, not on the model."""
 from __future__ import annotations
 
-from typing import Dict, Iterable
+import math
+from typing import Dict, Iterable, Optional
 
 import torch
 
@@ -11,8 +12,9 @@ from mmguard.data.sample import Sample
 
 class PerturbationStore:
     def __init__(self, samples: Iterable[Sample], eps: float, classwise: bool = False, seed: int = 0,
-                 init: str = "uniform"):
+                 init: str = "uniform", psnr_min: Optional[float] = None):
         self.eps, self.classwise = eps, classwise
+        self.rms_max = rms_for_psnr(psnr_min) if psnr_min is not None else None
         gen = torch.Generator().manual_seed(seed)
         self._delta: Dict[str, torch.Tensor] = {}
         self._shape: Dict[str, tuple] = {}
@@ -27,7 +29,7 @@ class PerturbationStore:
                 d = (torch.rand((3, h, w), generator=gen) * 2 - 1) * eps
             else:
                 d = torch.zeros((3, h, w))
-            self._delta[key] = d
+            self._delta[key] = self.cap(d)
 
     def key(self, sample: Sample) -> str:
         return f"class:{sample.answer}" if self.classwise else sample.id
@@ -41,13 +43,33 @@ class PerturbationStore:
     def set_key(self, key: str, delta: torch.Tensor) -> None:
         self._delta[key] = delta.detach().to("cpu", torch.float32)
 
-    def project(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """L-inf ball of radius eps, and x + delta inside [0, 1]."""
+    def project(self, x: Optional[torch.Tensor], delta: torch.Tensor) -> torch.Tensor:
+        """L-inf ball of radius eps, x + delta inside [0, 1] (x None: class-wise noise shared by images), then
+        the PSNR floor. Shrinking towards 0 keeps both box constraints, so the result satisfies all three."""
         delta = delta.clamp(-self.eps, self.eps)
-        return (x + delta).clamp(0, 1) - x
+        if x is not None:
+            delta = (x + delta).clamp(0, 1) - x
+        return self.cap(delta)
+
+    def cap(self, delta: torch.Tensor) -> torch.Tensor:
+        """Scale delta down so that its root-mean-square (over pixels and channels) stays within rms_max."""
+        if self.rms_max is None:
+            return delta
+        rms = float(delta.pow(2).mean().sqrt())
+        return delta * (self.rms_max / rms) if rms > self.rms_max else delta
 
     def __len__(self) -> int:
         return len(self._delta)
+
+
+def rms_for_psnr(psnr: float) -> float:
+    """The largest RMS perturbation (images in [0, 1]) whose released 8-bit image surely keeps PSNR >= psnr.
+    The release rounds x + delta to 1/255; for an 8-bit original that moves each pixel by at most half a level,
+    so (triangle inequality) the released RMS is at most rms(delta) + 0.5/255."""
+    rms = 10.0 ** (-psnr / 20.0) - 0.5 / 255.0
+    if rms <= 0:
+        raise ValueError(f"attack key 'psnr_min': {psnr} dB is above what 8-bit rounding allows")
+    return rms
 
 
 def quantize_release(x: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:
