@@ -42,6 +42,10 @@ class VictimConfig:
     adv_eps: Any = 0.0      # a number or a fraction such as 8/255
     adv_steps: int = 0
     adv_alpha: Any = 0.0    # 0: 2.5 * adv_eps / adv_steps
+    # the row label: "{model}/{name}" unless given (placeholders {model} and {name}), e.g. "{model}/{name}+adv"
+    label: Optional[str] = None
+    # labels of the probes this victim runs (null: every probe of the recipe)
+    probes: Optional[List[str]] = None
 
 
 @dataclasses.dataclass
@@ -79,6 +83,9 @@ class RecipeSchema:
     victims: List[VictimConfig] = dataclasses.field(default_factory=lambda: [VictimConfig()])
     attacks: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     probes: List[Dict[str, Any]] = dataclasses.field(default_factory=lambda: [{"name": "none"}])
+    # fine-tuning recipes as a probe axis: each victim becomes one victim per entry (a victim name, or a
+    # mapping of victim keys to change, e.g. {name: dora, probes: [none]}); expanded at validation
+    victim_recipes: Optional[List[Any]] = None
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
@@ -108,10 +115,13 @@ def _read_yaml(path: Path, seen: Sequence[Path] = ()) -> DictConfig:
     return OmegaConf.merge(merged, cfg)
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
-    """Read a recipe (and its includes), apply dot-list overrides, validate, and return it resolved."""
+def load_recipe(path: str | Path, overrides: Sequence[str] = (), overlays: Sequence[str | Path] = ()) -> DictConfig:
+    """Read a recipe (and its includes), merge ``overlays`` (other recipe files, later ones win: sizing shared
+    by several recipes), apply dot-list overrides, validate, and return it resolved."""
     path = Path(path)
     raw = _read_yaml(path)
+    for overlay in overlays:
+        raw = OmegaConf.merge(raw, _read_yaml(Path(overlay)))
     if "name" not in raw:
         raw.name = path.stem
     parsed = []
@@ -136,8 +146,72 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     return validate(raw, source=str(path))
 
 
+def victim_label(v) -> str:
+    """A victim's row label: its ``label`` (placeholders {model}, {name}) or "model/name"."""
+    label = getattr(v, "label", None) or "{model}/{name}"
+    return str(label).format(model=v.model, name=v.name)
+
+
+def probe_label(probe) -> str:
+    return probe.get("label") or probe["name"]
+
+
+def _check_victim_recipes(cfg: DictConfig, source: str) -> None:
+    """``victim_recipes`` entries: victim names or mappings of VictimConfig keys (checked before the merge, so
+    an error names the entry)."""
+    recipes = cfg.get("victim_recipes")
+    if recipes is None:
+        return
+    if isinstance(recipes, str):
+        cfg.victim_recipes = recipes = [recipes]
+    if not OmegaConf.is_list(recipes) and not isinstance(recipes, list):
+        raise RecipeError(f"{source}: key 'victim_recipes': expected a list of victim recipes; allowed: "
+                          f"{', '.join(VICTIMS.names())}")
+    fields = _fields_of("victims")
+    for i, r in enumerate(recipes):
+        key = f"victim_recipes.{i}"
+        if isinstance(r, str):
+            _require(VICTIMS, r, key, source)
+            continue
+        if not OmegaConf.is_dict(r):
+            raise RecipeError(f"{source}: key '{key}': expected a victim name ({', '.join(VICTIMS.names())}) or a "
+                              f"mapping of victim keys, got {r!r}")
+        for k in r:
+            if k not in fields:
+                raise RecipeError(f"{source}: key '{key}.{k}' is not a victim key; allowed keys: {', '.join(fields)}")
+        if "name" in r:
+            _require(VICTIMS, r.name, f"{key}.name", source)
+        try:
+            OmegaConf.merge(OmegaConf.structured(VictimConfig), r)
+        except OmegaConfBaseException as err:
+            raise RecipeError(f"{source}: key '{key}.{getattr(err, 'full_key', '') or '?'}': {_first_line(err)}"
+                              ) from None
+
+
+def expand_victim_recipes(cfg: DictConfig) -> None:
+    """Each victim -> one victim per ``victim_recipes`` entry (same model and settings, the entry's changes);
+    identical results are kept once. The key is cleared afterwards, so validating the result again (a run's
+    saved recipe.yaml) changes nothing."""
+    recipes = cfg.get("victim_recipes")
+    if not recipes:
+        return
+    out: List[Dict[str, Any]] = []
+    for v in cfg.victims:
+        base = OmegaConf.to_container(v, resolve=True)
+        for r in recipes:
+            changes = {"name": r} if isinstance(r, str) else OmegaConf.to_container(r, resolve=True)
+            new = {**base, **changes}
+            if base.get("label") and "label" not in changes and "{name}" not in base["label"]:
+                new["label"] = base["label"] + "/{name}"
+            if new not in out:
+                out.append(new)
+    cfg.victims = [OmegaConf.merge(OmegaConf.structured(VictimConfig), v) for v in out]
+    cfg.victim_recipes = None
+
+
 def validate(cfg: DictConfig, source: str = "<recipe>") -> DictConfig:
     schema = OmegaConf.structured(RecipeSchema)
+    _check_victim_recipes(cfg, source)
     # list entries first, so that an error names its index ("victims.1.epochs"), which a whole-recipe merge loses
     for i, v in enumerate(cfg.get("victims") or []):
         try:
@@ -163,6 +237,7 @@ def validate(cfg: DictConfig, source: str = "<recipe>") -> DictConfig:
         raise RecipeError(f"{source}: {err}: a section has the wrong shape (a list where a mapping is expected, "
                           f"or the reverse); sections: {', '.join(f.name for f in dataclasses.fields(RecipeSchema))}"
                           ) from None
+    expand_victim_recipes(merged)
     _check_names(merged, source)
     return merged
 
@@ -213,6 +288,25 @@ def _check_names(cfg: DictConfig, source: str) -> None:
         if p.name != "none":
             params = {k: v for k, v in OmegaConf.to_container(p, resolve=True).items() if k not in ("name", "label")}
             _try_build(PROBES, p.name, params, f"probes.{i}", source)
+    probe_labels = [probe_label(p) for p in cfg.probes]
+    dup = sorted({p for p in probe_labels if probe_labels.count(p) > 1})
+    if dup:
+        raise RecipeError(f"{source}: key 'probes': two probes are labelled '{dup[0]}'; give one a distinct 'label'")
+    labels = []
+    for i, v in enumerate(cfg.victims):
+        try:
+            labels.append(victim_label(v))
+        except (KeyError, IndexError, ValueError) as err:
+            raise RecipeError(f"{source}: key 'victims.{i}.label': '{v.label}' has a bad placeholder ({err}); "
+                              f"allowed: {{model}}, {{name}}") from None
+        for j, p in enumerate(v.probes or []):
+            if p not in probe_labels:
+                raise RecipeError(f"{source}: key 'victims.{i}.probes.{j}': '{p}' is not the label of a probe of "
+                                  f"this recipe; allowed: {', '.join(probe_labels)}")
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise RecipeError(f"{source}: key 'victims': two victims are labelled '{dup[0]}' (model/name); give one "
+                          f"a distinct 'label', e.g. '{{model}}/{{name}}+adv'")
     if cfg.logger.name not in LOGGER_NAMES:
         raise RecipeError(f"{source}: key 'logger.name': '{cfg.logger.name}' is not one of {', '.join(LOGGER_NAMES)}")
 

@@ -70,3 +70,68 @@ def test_adversarial_training_perturbs_inside_the_loop():
     assert adv_loss > clean_loss
     finetune(adapter, victim(epochs=1, batch_size=4, adv_eps="8/255", adv_steps=2), samples, seed=0,
              trainer_cfg=TRAINER)
+
+
+def test_ueraser_loss_is_the_max_over_copies():
+    """The training step's loss is the batch mean of each sample's largest loss over its augmented copies,
+    checked by hand: each copy of each sample through the model alone."""
+    import torch
+
+    from mmguard.engine.data import TrainCollator
+    from mmguard.engine.victim_module import VictimModule, answer_token_loss
+    from mmguard.registry import PROBES, VICTIMS
+
+    samples = generate(4, seed=1, types=("colour", "count"), size=32)
+    adapter = build_model("tiny-llava", seed=0)
+    adapter.model.eval()  # no dropout: the hand computation must see the same function
+    probe = PROBES.build("ueraser", copies=3)
+    module = VictimModule(adapter, VICTIMS.build("full"), augment=probe, seed=5)
+    batch = TrainCollator(adapter, keep_raw=True)(samples)
+    with torch.no_grad():
+        loss, per_copy = module.max_loss(batch, torch.Generator().manual_seed(11))
+        copies = probe.augment_copies(torch.stack([s.pixels() for s in samples]), torch.Generator().manual_seed(11))
+        hand = torch.zeros(3, 4)
+        for k in range(3):
+            for i, s in enumerate(samples):
+                one = TrainCollator(adapter)([s])
+                one.update(adapter.process([copies[k, i]]))
+                hand[k, i] = answer_token_loss(adapter.forward(one), one["labels"])
+    assert torch.allclose(per_copy, hand, atol=1e-5)
+    assert torch.allclose(loss, hand.max(0).values.mean(), atol=1e-6)
+    assert loss > hand.mean() and not torch.equal(copies[0], copies[1])
+    # training_step uses it, with the step's own seeded generator (seed, epoch, batch index)
+    with torch.no_grad():
+        step_loss = module.training_step(batch, 3)
+        again, _ = module.max_loss(batch, module.step_generator(3))
+        other, _ = module.max_loss(batch, module.step_generator(4))
+    assert torch.allclose(step_loss, again) and not torch.allclose(again, other)
+
+
+def test_ueraser_max_loss_trains():
+    """Fine-tuning with probe ueraser (max loss over 2 copies each step) lowers that loss and learns."""
+    import torch
+
+    from mmguard.engine.data import TrainCollator
+    from mmguard.engine.victim_module import VictimModule
+    from mmguard.registry import PROBES
+
+    train = generate(64, seed=1, types=("colour",), prefix="tr")
+    adapter = build_model("tiny-llava", seed=0)
+    batch = TrainCollator(adapter, keep_raw=True)(train[:16])
+
+    def max_loss():
+        m = VictimModule(adapter, _Frozen(), augment=PROBES.build("ueraser", copies=2))
+        adapter.model.eval()
+        with torch.no_grad():
+            return float(m.max_loss(batch, torch.Generator().manual_seed(0))[0])
+
+    before = max_loss()
+    module = finetune(adapter, victim(epochs=4, batch_size=16, lr=3e-3), train, seed=0, trainer_cfg=TRAINER,
+                      probe={"name": "ueraser", "copies": 2})
+    assert module.augment is not None and module.augment.copies == 2
+    assert max_loss() < 0.7 * before
+
+
+class _Frozen:
+    def prepare(self, adapter):
+        return []

@@ -1,26 +1,60 @@
-"""Datasets and collation between Samples and the adapters' batched model inputs."""
+"""Datasets and collation between Samples and the adapters' batched model inputs.
+
+Training reads through an ``EpochSampler``: it yields (epoch, index) keys, so a dataset with a ``redraw``
+function (a probe plan's ``draw``) gives each sample as that epoch sees it: random probe stages (random
+crop + pad, ...) are drawn anew every epoch, from (seed, epoch, index, id), whatever order or worker reads it.
+"""
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from mmguard.data.sample import Sample
 
+Redraw = Callable[[int, Sample, int], Sample]  # (index, sample, epoch) -> the sample that epoch sees
+
 
 class SampleDataset(Dataset):
-    """A list of Samples, optionally passed through a per-sample transform (a probe) when read."""
+    """A list of Samples, optionally passed through a per-sample transform when read, and through ``redraw``
+    (index, sample, epoch) when read by an (epoch, index) key."""
 
-    def __init__(self, samples: Sequence[Sample], transform: Optional[Callable[[Sample], Sample]] = None):
+    def __init__(self, samples: Sequence[Sample], transform: Optional[Callable[[Sample], Sample]] = None,
+                 redraw: Optional[Redraw] = None):
         self.samples = list(samples)
         self.transform = transform
+        self.redraw = redraw
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> Sample:
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Sample:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         s = self.samples[i]
+        if self.redraw is not None:
+            s = self.redraw(i, s, epoch)
         return self.transform(s) if self.transform is not None else s
+
+
+class EpochSampler(Sampler):
+    """Wraps a sampler and tags each index with the epoch: yields (epoch, index). Lightning calls
+    ``set_epoch`` before each epoch; without it, each new pass counts as the next epoch."""
+
+    def __init__(self, sampler: Sampler):
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        epoch = self.epoch
+        self.epoch += 1
+        for i in self.sampler:
+            yield epoch, i
 
 
 class TrainCollator:
@@ -34,7 +68,7 @@ class TrainCollator:
         encoded = [self.adapter.encode(s) for s in samples]
         images = [s.pixels() for s in samples]
         batch = self.adapter.collate(encoded, images)
-        if self.keep_raw:  # adversarial training re-processes perturbed raw pixels every step
+        if self.keep_raw:  # adversarial training / batch augmentation re-process raw pixels every step
             batch["raw_images"] = images
         return batch
 
@@ -44,11 +78,15 @@ def keep_samples(samples: List[Sample]) -> List[Sample]:
 
 
 def train_loader(adapter, samples: Sequence[Sample], batch_size: int, seed: int,
-                 transform: Optional[Callable] = None, shuffle: bool = True, keep_raw: bool = False) -> DataLoader:
+                 transform: Optional[Callable] = None, shuffle: bool = True, keep_raw: bool = False,
+                 redraw: Optional[Redraw] = None) -> DataLoader:
+    """Shuffled (seeded) batches; ``redraw`` (a probe plan's ``draw``) re-draws random probe stages per epoch."""
     import torch
 
+    dataset = SampleDataset(samples, transform, redraw)
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(SampleDataset(samples, transform), batch_size=batch_size, shuffle=shuffle, generator=gen,
+    base = RandomSampler(dataset, generator=gen) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(base),
                       collate_fn=TrainCollator(adapter, keep_raw), num_workers=0, drop_last=False)
 
 

@@ -6,7 +6,7 @@ import logging
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import lightning as L
 
@@ -36,19 +36,39 @@ def quiet_lightning():
         logging.getLogger(n).setLevel(level)
 
 
+def probe_plan(probe: Any, train: Sequence[Sample], clean: Optional[Sequence[Sample]], seed: int):
+    """The plan of a probe spec (a name, a ``{name: ..., **params}`` mapping or a Probe; None or "none": as
+    is) on the training set, or None for no probe."""
+    if probe is None or probe == "none" or (hasattr(probe, "get") and probe.get("name") == "none"):
+        return None
+    from mmguard.probes import build_probe
+
+    return build_probe(probe).plan(list(train), None if clean is None else list(clean), seed)
+
+
 def finetune(adapter, victim_cfg, train: Sequence[Sample], *, seed: int = 0, trainer_cfg=None, logger=False,
-             transform: Optional[Callable] = None, out_dir: Optional[Path] = None) -> VictimModule:
-    """Fine-tune ``adapter`` in place with the victim recipe ``victim_cfg`` (recipe.VictimConfig fields)."""
+             transform: Optional[Callable] = None, out_dir: Optional[Path] = None, probe: Any = None,
+             clean: Optional[Sequence[Sample]] = None) -> VictimModule:
+    """Fine-tune ``adapter`` in place with the victim recipe ``victim_cfg`` (recipe.VictimConfig fields).
+
+    ``probe``: what the adaptive fine-tuner does to ``train`` (``clean``: the clean set, for mix). Its
+    deterministic part is applied once; random stages are re-drawn every epoch in the data path; ueraser
+    trains on the max loss over augmented copies in the training step. All seeded by ``seed``."""
     L.seed_everything(seed, workers=True, verbose=False)
+    plan = probe_plan(probe, train, clean, seed)
+    if plan is not None:
+        train = plan.samples
     victim = VICTIMS.build(victim_cfg.name, rank=victim_cfg.rank, alpha=victim_cfg.alpha, dropout=victim_cfg.dropout)
     from mmguard.attacks.base import parse_number
 
     adv = {k: parse_number(getattr(victim_cfg, k, 0) or 0, f"victims.{k}") for k in ("adv_eps", "adv_alpha")}
     adv_steps = int(getattr(victim_cfg, "adv_steps", 0) or 0)
+    step = plan.step if plan is not None else None
     module = VictimModule(adapter, victim, lr=victim_cfg.lr, weight_decay=victim_cfg.weight_decay,
-                          warmup_ratio=victim_cfg.warmup_ratio, adv_steps=adv_steps, **adv)
+                          warmup_ratio=victim_cfg.warmup_ratio, adv_steps=adv_steps, augment=step, seed=seed, **adv)
     loader = train_loader(adapter, train, victim_cfg.batch_size, seed, transform=transform,
-                          keep_raw=adv["adv_eps"] > 0 and adv_steps > 0)
+                          keep_raw=(adv["adv_eps"] > 0 and adv_steps > 0) or step is not None,
+                          redraw=plan.draw if plan is not None and plan.dynamic else None)
     with quiet_lightning():
         trainer = build_trainer(trainer_cfg or DEFAULT_TRAINER, max_epochs=victim_cfg.epochs,
                                 precision=victim_cfg.precision, grad_accum=victim_cfg.grad_accum, logger=logger,

@@ -1,7 +1,10 @@
 """``mmguard run``: the whole benchmark of a recipe, row by row, written as results.json / results.md.
 
-Rows: zero_shot (no fine-tuning), clean (fine-tuned on the clean train set), and one per attack. Each
-attack's protected set is computed once and reused by every victim.
+Rows: zero_shot (no fine-tuning), clean (fine-tuned on the clean train set), and one per attack, for every
+victim x probe (a victim's ``probes`` narrows its probes). Each attack's protected set is computed once and
+reused by every victim and probe. The probe runs inside fine-tuning (``finetune(probe=...)``): its random
+stages are re-drawn every epoch. A victim that cannot run on this machine (qlora without a GPU and
+bitsandbytes) gets rows with ``accuracy`` null and a ``note`` instead of stopping the run.
 """
 from __future__ import annotations
 
@@ -17,9 +20,10 @@ from mmguard.engine.finetune import evaluate, finetune
 from mmguard.engine.trainer import build_logger
 from mmguard.io import atomic_write_json, atomic_write_text
 from mmguard.models import build_model
-from mmguard.recipe import dump, to_container
+from mmguard.recipe import dump, probe_label, to_container, victim_label  # noqa: F401 (re-exported)
 from mmguard.registry import DATASETS
 from mmguard.report.table import markdown_table, results_markdown
+from mmguard.victims.qlora import QLoRAUnavailable
 
 
 def load_data(cfg: DictConfig) -> Dict[str, List[Sample]]:
@@ -31,22 +35,15 @@ def load_data(cfg: DictConfig) -> Dict[str, List[Sample]]:
     return data
 
 
-def probe_label(probe: Dict) -> str:
-    return probe.get("label") or probe["name"]
-
-
 def apply_probe(probe: Dict, samples: List[Sample], clean: List[Sample], seed: int) -> List[Sample]:
-    """The adaptive fine-tuner's transformation of its training set ("none": as is)."""
+    """The adaptive fine-tuner's transformation of its training set, applied once ("none": as is). Fine-tuning
+    itself takes the probe (``finetune(probe=...)``), which re-draws random stages every epoch."""
     if probe["name"] == "none":
         return list(samples)
     from mmguard.registry import PROBES
 
     params = {k: v for k, v in probe.items() if k not in ("name", "label")}
     return PROBES.build(probe["name"], **params).apply(list(samples), clean=list(clean), seed=seed)
-
-
-def victim_label(v) -> str:
-    return f"{v.model}/{v.name}"
 
 
 def build_victim_model(cfg: DictConfig, v):
@@ -73,14 +70,23 @@ class Runner:
         self.rows.append(row)
         self.write()  # results so far survive a crash later in the run
 
-    def fit_and_eval(self, v, train: List[Sample], test: List[Sample], row_name: str) -> Dict:
+    def fit_and_eval(self, v, train: List[Sample], test: List[Sample], row_name: str, probe=None,
+                     clean: Optional[List[Sample]] = None) -> Dict:
+        """Fine-tune victim ``v`` on ``train`` (through ``probe``; ``clean`` for mix) and evaluate on ``test``."""
+        t0 = time.time()
         adapter = build_victim_model(self.cfg, v)
         module = finetune(adapter, v, train, seed=self.cfg.seed, trainer_cfg=self.cfg.trainer,
-                          logger=self._logger(row_name), out_dir=self.out)
+                          logger=self._logger(row_name), out_dir=self.out, probe=probe, clean=clean)
         result = evaluate(adapter, test, max_new_tokens=self.cfg.eval.max_new_tokens,
                           batch_size=self.cfg.eval.batch_size, trainer_cfg=self.cfg.trainer, module=module)
         self._save_predictions(row_name, result["predictions"])
+        result["seconds"] = round(time.time() - t0, 2)
         return result
+
+    def _skipped_rows(self, label: str, p_label: str, note: str) -> None:
+        self.add_row(self._row("clean", label, p_label, None, None, note=note))
+        for a in self.cfg.attacks:
+            self.add_row(self._row(a.get("label") or a.name, label, p_label, None, None, note=note))
 
     def run(self) -> Dict:
         cfg = self.cfg
@@ -96,20 +102,30 @@ class Runner:
                                trainer_cfg=cfg.trainer)
                 self._save_predictions(f"zero_shot__{label}", res["predictions"])
                 self.add_row(self._row("zero_shot", label, "none", res["accuracy"], None))
+            skip: Optional[str] = None  # why this victim cannot run here (qlora without a GPU)
             for probe in cfg.probes:
                 probe = OmegaConf.to_container(probe, resolve=True)
                 p_label = probe_label(probe)
-                seed = cfg.seed
+                if v.probes is not None and p_label not in v.probes:
+                    continue
                 tag = f"{label}__{p_label}"
-                clean = self.fit_and_eval(v, apply_probe(probe, train, train, seed), test, f"clean__{tag}")
-                self.add_row(self._row("clean", label, p_label, clean["accuracy"], clean["accuracy"]))
+                if skip is None:
+                    try:
+                        clean = self.fit_and_eval(v, train, test, f"clean__{tag}", probe=probe, clean=train)
+                    except QLoRAUnavailable as err:
+                        skip = f"skipped: {err}"
+                        print(f"[mmguard] {label}: {skip}")
+                if skip is not None:
+                    self._skipped_rows(label, p_label, skip)
+                    continue
+                self.add_row(self._row("clean", label, p_label, clean["accuracy"], clean["accuracy"],
+                                       seconds=clean["seconds"]))
                 for attack_label, ps in self.protected_sets(train).items():
-                    probed = apply_probe(probe, ps.samples, train, seed)
-                    res = self.fit_and_eval(v, probed, test, f"{attack_label}__{tag}")
+                    res = self.fit_and_eval(v, ps.samples, test, f"{attack_label}__{tag}", probe=probe, clean=train)
                     self.add_row(self._row(attack_label, label, p_label, res["accuracy"], clean["accuracy"],
                                            surrogates=ps.surrogates, psnr=ps.summary["psnr"],
                                            ssim=ps.summary["ssim"], protect_seconds=ps.summary["seconds"],
-                                           rounds=ps.summary["rounds"]))
+                                           rounds=ps.summary["rounds"], seconds=res["seconds"]))
         return self.results()
 
     def protected_sets(self, train: List[Sample]) -> Dict[str, "ProtectedSet"]:
@@ -133,9 +149,10 @@ class Runner:
                 self._protected[attack_label] = ps
         return self._protected
 
-    def _row(self, attack: str, victim: str, probe: str, accuracy: float, clean_accuracy: Optional[float],
+    def _row(self, attack: str, victim: str, probe: str, accuracy: Optional[float], clean_accuracy: Optional[float],
              **extra) -> Dict:
-        delta = None if clean_accuracy is None or attack == "zero_shot" else clean_accuracy - accuracy
+        delta = (None if clean_accuracy is None or accuracy is None or attack == "zero_shot"
+                 else clean_accuracy - accuracy)
         row = {"attack": attack, "victim": victim, "probe": probe, "accuracy": accuracy, "delta_acc": delta,
                "psnr": None, "ssim": None}
         row.update(extra)

@@ -1,4 +1,5 @@
 """Probes: what an adaptive fine-tuner does to its training data to get past a protection.
 Importing this package registers every probe (see ``base.py`` for the interface)."""
 from mmguard.probes import colour, combo, filters, geometry, iss, jpeg, mix, text, ueraser  # noqa: F401
-from mmguard.probes.base import ImageProbe, Probe, TextProbe, build_probe, sample_rng  # noqa: F401
+from mmguard.probes.base import (ImageProbe, Probe, ProbePlan, TextProbe, build_probe, epoch_rng,  # noqa: F401
+                                 plan_stages, sample_rng)

@@ -9,12 +9,20 @@ depend on the order or on the other samples.
 For expectation over transformation (EoT, issue 4) every probe also exposes the two sides separately:
 ``differentiable(x, generator=None)`` on a (B, 3, H, W) tensor in [0, 1] (identity for text-only probes;
 not quantized; gradients flow) and ``transform_text(question)`` (identity for image-only probes).
+
+Fine-tuning does not call ``apply`` once: it asks for a ``plan(samples, clean, seed)`` (a ``ProbePlan``).
+Deterministic work (jpeg, blur, text normalisation, which samples ``mix`` keeps) is done once in the plan;
+random per-sample stages (rcp, ueraser's data-side draw, a combo's stages from its first random one on) are
+re-drawn every epoch by the training data path (``ProbePlan.draw``, seeded by (seed, epoch, sample index,
+sample id)), as an augmenting fine-tuner does; a probe with ``in_training_step`` (ueraser) is not applied to
+the samples at all: the training step augments each batch itself (the max loss over ``copies``).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,6 +40,12 @@ def id_key(sample_id: str) -> int:
 def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
     """The per-sample Generator ``apply`` hands to ``__call__``: a function of (seed, id) only."""
     return np.random.default_rng([int(seed) & _MASK63, id_key(sample_id)])
+
+
+def epoch_rng(seed: int, epoch: int, index: int, sample_id: str) -> np.random.Generator:
+    """The Generator of a sample's re-drawn probe stages in one training epoch: a function of (seed, epoch,
+    position in the training set, id) only, so a run is reproducible and every epoch draws anew."""
+    return np.random.default_rng([int(seed) & _MASK63, int(epoch), int(index), id_key(sample_id)])
 
 
 def torch_generator(rng: np.random.Generator) -> torch.Generator:
@@ -61,6 +75,7 @@ class Probe:
     text = False        # changes the question
     stochastic = False  # the per-sample output depends on the rng (not only on the sample)
     set_level = False   # overrides prepare (needs the whole set)
+    in_training_step = False  # fine-tuning augments each batch in the training step (``augment_copies``)
 
     def __new__(cls, *args: Any, **kwargs: Any):
         # Unknown recipe keys get a readable error listing the allowed ones (not Python's TypeError).
@@ -90,6 +105,12 @@ class Probe:
               seed: int = 0) -> List[Sample]:
         prepared = self.prepare(list(samples), None if clean is None else list(clean), seed)
         return [self(s, sample_rng(seed, s.id)) for s in prepared]
+
+    def plan(self, samples: Sequence[Sample], clean: Optional[Sequence[Sample]] = None,
+             seed: int = 0) -> "ProbePlan":
+        """How fine-tuning runs this probe: deterministic work done once, random stages re-drawn each
+        epoch (see ``ProbePlan``)."""
+        return plan_stages([self], samples, clean, seed, split=False)
 
     # -- the two sides, for EoT ---------------------------------------------------------------------
     def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -132,6 +153,93 @@ class TextProbe(Probe):
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         return sample.replace(question=self.transform_text(sample.question))
+
+
+@dataclasses.dataclass
+class ProbePlan:
+    """A probe as a fine-tuning run applies it.
+
+    ``samples``: the training set after the once-applied part (deterministic stages, set-level choices).
+    ``redraw[i]``: the stages of sample i re-drawn every epoch, as (stage index, probe) pairs in order (empty:
+    nothing random left). ``step``: a probe the training step applies to each batch (ueraser's max loss over
+    copies), or None. ``draw(i, sample, epoch)`` gives sample i as epoch ``epoch`` sees it.
+    """
+
+    samples: List[Sample]
+    redraw: List[List[Tuple[int, Probe]]] = dataclasses.field(default_factory=list)
+    step: Optional[Probe] = None
+    seed: int = 0
+    n_stages: int = 1
+    split: bool = False  # stages draw from stage_rngs (a combo), or the sample's Generator itself
+
+    def __post_init__(self) -> None:
+        if not self.redraw:
+            self.redraw = [[] for _ in self.samples]
+
+    @property
+    def dynamic(self) -> bool:
+        """Some sample has a stage to re-draw every epoch."""
+        return any(self.redraw)
+
+    def draw(self, index: int, sample: Sample, epoch: int) -> Sample:
+        stages = self.redraw[index]
+        if not stages:
+            return sample
+        rng = epoch_rng(self.seed, epoch, index, sample.id)
+        rngs = stage_rngs(rng, self.n_stages) if self.split else [rng]
+        for i, p in stages:
+            sample = p(sample, rngs[i] if self.split else rngs[0])
+        return sample
+
+    def epoch(self, epoch: int) -> List[Sample]:
+        """The whole training set as epoch ``epoch`` sees it (the training step's augmentation aside)."""
+        return [self.draw(i, s, epoch) for i, s in enumerate(self.samples)]
+
+
+def plan_stages(probes: Sequence[Probe], samples: Sequence[Sample], clean: Optional[Sequence[Sample]],
+                seed: int, split: bool = True) -> ProbePlan:
+    """The plan of ``probes`` applied in order (a combo when ``split``; one probe otherwise).
+
+    A sample's stages are applied once, exactly as ``apply`` does, until its first random stage; from there
+    on its stages are re-drawn every epoch (a deterministic stage after a random one must see the new draw).
+    A set-level stage (mix) acts once, by id: a sample it keeps goes on with its pending stages, a sample it
+    replaces (by its clean version) starts afresh. A training-step probe (ueraser) is taken out of the sample
+    path; image stages after it would have to run after the batch augmentation, which is not supported.
+    """
+    probes = list(probes)
+    n = len(probes)
+    base = list(samples)
+    clean = None if clean is None else list(clean)
+    redraw: List[List[Tuple[int, Probe]]] = [[] for _ in base]
+    step: Optional[Probe] = None
+
+    def rng_of(i: int, s: Sample) -> np.random.Generator:
+        rng = sample_rng(seed, s.id)
+        return stage_rngs(rng, n)[i] if split else rng
+
+    for i, p in enumerate(probes):
+        if p.in_training_step:
+            if step is not None:
+                raise ValueError(f"probe '{p.name}': only one training-step augmentation per probe "
+                                 f"(already '{step.name}')")
+            step = p
+            continue
+        if step is not None and p.image:
+            raise ValueError(f"probe '{p.name}' changes the image after '{step.name}', which augments whole "
+                             f"batches in the training step; put '{step.name}' after every image probe")
+        if p.set_level:
+            out = p.prepare(base, clean, seed)
+            if [o.id for o in out] != [b.id for b in base]:
+                raise ValueError(f"probe '{p.name}': prepare must keep the samples and their order")
+            for j, (o, b) in enumerate(zip(out, base)):
+                if o is not b:  # replaced: its earlier (pending) stages no longer apply
+                    base[j], redraw[j] = o, []
+        for j, s in enumerate(base):
+            if redraw[j] or p.stochastic:
+                redraw[j].append((i, p))
+            else:
+                base[j] = p(s, rng_of(i, s))
+    return ProbePlan(base, redraw, step=step, seed=seed, n_stages=n, split=split)
 
 
 def build_probe(spec: Any) -> Probe:

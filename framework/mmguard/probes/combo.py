@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from mmguard.data.sample import Sample
-from mmguard.probes.base import Probe, build_probe, sample_rng, stage_rngs
+from mmguard.probes.base import Probe, ProbePlan, build_probe, plan_stages, sample_rng, stage_rngs
 from mmguard.registry import PROBES
 
 
@@ -51,6 +51,12 @@ class Combo(Probe):
             out = p.prepare(out, clean, seed)
             out = [p(s, stage_rngs(sample_rng(seed, s.id), n)[i]) for s in out]
         return out
+
+    def plan(self, samples: Sequence[Sample], clean: Optional[Sequence[Sample]] = None,
+             seed: int = 0) -> ProbePlan:
+        """Stages up to a sample's first random one once; from there on re-drawn every epoch; a ueraser stage
+        goes to the training step (see ``plan_stages``)."""
+        return plan_stages(self.probes, samples, clean, seed, split=True)
 
     def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         for p in self.probes:

@@ -1,10 +1,11 @@
 """UEraser-style adversarial augmentation (Qin et al. 2023, "Learning the Unlearnable"): heavy random
 augmentation with kornia.
 
-The per-sample ``__call__`` applies ONE random augmentation (what a data-side probe can do). UEraser proper
-draws ``copies`` augmentations of each training image at every step and trains on the one with the largest
-loss; that max-loss step belongs in the training loop, which calls ``augment(x, generator)`` (or
-``augment_copies``) on the batch, computes the per-sample loss of each copy and back-propagates the maximum.
+The per-sample ``__call__`` applies ONE random augmentation (what a data-side probe can do, e.g. ``apply``
+for a data set on disk). UEraser proper draws ``copies`` augmentations of each training image at every step
+and trains on the one with the largest loss: the probe sets ``in_training_step``, so fine-tuning leaves the
+samples alone and ``VictimModule`` calls ``augment_copies`` on each batch, computes the per-sample loss of
+each copy and back-propagates the per-sample maximum (``copies: 1`` is plain per-step augmentation).
 """
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ def _pipeline(h: int, w: int):
 @PROBES.register("ueraser")
 class UEraser(ImageProbe):
     """Random resized crop, flip, colour jitter, plasma brightness/contrast, channel shuffle, grayscale.
-    ``copies``: how many augmentations the training loop's max-loss step draws per image
-    (``augment_copies``)."""
+    ``copies``: how many augmentations the training step draws per image; it trains on the largest of their
+    per-sample losses (``augment_copies``; UEraser-Max)."""
 
     name = "ueraser"
     stochastic = True
+    in_training_step = True
 
-    def __init__(self, copies: int = 3):
+    def __init__(self, copies: int = 5):
         self.copies = check_range(self.name, "copies", copies, 1, 1000, integer=True)
         self._pipelines: Dict[Tuple[int, int], object] = {}
 
