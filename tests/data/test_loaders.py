@@ -411,3 +411,28 @@ def test_save_to_disk_folder_loads_through_same_loader(tmp_path):
     s = DATASETS.build("vqa_rad", path=str(tmp_path / "rad"))
     assert [x.answer for x in s["train"]] == ["a", "b", "c"] and len(s["test"]) == 1
     assert s["train"][0].pixels().shape == (3, 12, 12)  # grey images come out as RGB
+
+
+def test_synthetic_contrast_fades_colours_towards_the_background():
+    import numpy as np
+
+    from mmguard.data.synthetic import generate
+
+    full = generate(6, seed=2)
+    same = generate(6, seed=2, contrast=1.0)
+    faint = generate(6, seed=2, contrast=0.5)
+    for a, b, c in zip(full, same, faint):
+        assert np.array_equal(np.asarray(a.pil), np.asarray(b.pil))  # the default is untouched
+        assert a.answer == c.answer and a.id == c.id
+        x, y = np.asarray(a.pil).astype(float), np.asarray(c.pil).astype(float)
+        background = np.median(x.reshape(-1, 3), axis=0)
+        obj = np.abs(x - background).sum(-1) > 60
+        assert obj.sum() > 10
+        # the object is about half as far from the background as at full contrast
+        ratio = np.abs(y[obj] - background).mean() / np.abs(x[obj] - background).mean()
+        assert 0.35 < ratio < 0.65, ratio
+    with pytest.raises(ValueError, match="contrast"):
+        generate(2, contrast=0)
+    splits = DATASETS.build("synthetic", n_train=4, n_test=2, contrast=0.5)
+    assert np.array_equal(np.asarray(splits["train"][0].pil), np.asarray(DATASETS.build("synthetic",
+        n_train=4, n_test=2, contrast=0.5)["train"][0].pil))

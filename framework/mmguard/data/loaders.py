@@ -348,12 +348,15 @@ def _file_splits(reader, train: Optional[PathLike], test: Optional[PathLike], *,
 
 @DATASETS.register("synthetic", kind="generated")
 def load_synthetic(n_train: int = 64, n_test: int = 64, types: Sequence[str] = ("colour",), seed: int = 0,
-                   size: int = 32, limit: Optional[int] = None) -> Splits:
+                   size: int = 32, limit: Optional[int] = None, contrast: float = 1.0) -> Splits:
     """The synthetic VQA generator; train and test come from different seed streams (ids ``train*``/``test*``)."""
+    contrast = float(contrast)
     train_seed, test_seed = (int(s) for s in np.random.SeedSequence(int(seed)).generate_state(2))
     types = tuple(types) if not isinstance(types, str) else (types,)
-    return {"train": _limit(synthetic.generate(int(n_train), train_seed, types, int(size), prefix="train"), limit),
-            "test": _limit(synthetic.generate(int(n_test), test_seed, types, int(size), prefix="test"), limit)}
+    return {"train": _limit(synthetic.generate(int(n_train), train_seed, types, int(size), prefix="train",
+                                               contrast=contrast), limit),
+            "test": _limit(synthetic.generate(int(n_test), test_seed, types, int(size), prefix="test",
+                                              contrast=contrast), limit)}
 
 
 @DATASETS.register("llava_json", kind="file")

@@ -44,15 +44,18 @@ def _draw(canvas: np.ndarray, shape: str, cy: float, cx: float, r: float, rgb: t
     canvas[mask] = rgb
 
 
-def render(objects: Sequence[dict], size: int, rng: np.random.Generator) -> Image.Image:
-    """Draw objects ({shape, colour, cy, cx, r}) on a light textured background."""
+def render(objects: Sequence[dict], size: int, rng: np.random.Generator, contrast: float = 1.0) -> Image.Image:
+    """Draw objects ({shape, colour, cy, cx, r}) on a light textured background. ``contrast`` < 1 blends each
+    object's colour towards the background (faint colours: a class signal that takes a learner many steps, as
+    the features of real images do, instead of the few steps that saturated colours take)."""
     base = rng.integers(200, 246)
     canvas = np.full((size, size, 3), base, dtype=np.int16)
     canvas += rng.integers(-6, 7, size=canvas.shape, dtype=np.int16)
     canvas = canvas.clip(0, 255)
     for ob in objects:
         jitter = rng.integers(-12, 13, size=3)
-        rgb = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[ob["colour"]], jitter))
+        rgb = tuple(int(np.clip(base + contrast * (c + j - base), 0, 255))
+                    for c, j in zip(COLOURS[ob["colour"]], jitter))
         _draw(canvas, ob["shape"], ob["cy"], ob["cx"], ob["r"], rgb)
     return Image.fromarray(canvas.astype(np.uint8), mode="RGB")
 
@@ -70,7 +73,8 @@ def _single_object(rng: np.random.Generator, size: int, quadrant: Optional[int] 
     }
 
 
-def _make(index: int, qtype: str, rng: np.random.Generator, size: int, prefix: str) -> Sample:
+def _make(index: int, qtype: str, rng: np.random.Generator, size: int, prefix: str,
+          contrast: float = 1.0) -> Sample:
     sid = f"{prefix}{index:05d}"
     if qtype == "count":
         n = int(rng.integers(1, 5))
@@ -78,10 +82,10 @@ def _make(index: int, qtype: str, rng: np.random.Generator, size: int, prefix: s
         objects = [_single_object(rng, size, int(q)) for q in quads]
         for ob in objects:
             ob["r"] = size * 0.12
-        image = render(objects, size, rng)
+        image = render(objects, size, rng, contrast)
         return Sample(sid, image, "How many shapes are there?", NUMBER_WORDS[n], [str(n)], meta={"type": qtype})
     ob = _single_object(rng, size)
-    image = render([ob], size, rng)
+    image = render([ob], size, rng, contrast)
     meta = {"type": qtype, "colour": ob["colour"], "shape": ob["shape"], "quadrant": QUADRANTS[ob["quadrant"]]}
     if qtype == "colour":
         return Sample(sid, image, "What colour is the shape?", ob["colour"], [], meta=meta)
@@ -107,13 +111,15 @@ def _make(index: int, qtype: str, rng: np.random.Generator, size: int, prefix: s
 
 
 def generate(n: int, seed: int = 0, types: Sequence[str] = ("colour",), size: int = 32,
-             prefix: str = "syn") -> List[Sample]:
-    """``n`` samples cycling through ``types``; the same (n, seed, types, size) always gives the same set."""
+             prefix: str = "syn", contrast: float = 1.0) -> List[Sample]:
+    """``n`` samples cycling through ``types``; the same (n, seed, types, size, contrast) gives the same set."""
+    if not 0 < contrast <= 1:
+        raise ValueError(f"synthetic data key 'contrast': {contrast} is not in (0, 1]")
     for t in types:
         if t not in QUESTION_TYPES:
             raise ValueError(f"unknown synthetic question type {t!r}; known: {', '.join(QUESTION_TYPES)}")
     rng = np.random.default_rng(seed)
-    return [_make(i, types[i % len(types)], rng, size, prefix) for i in range(n)]
+    return [_make(i, types[i % len(types)], rng, size, prefix, contrast) for i in range(n)]
 
 
 def answer_vocabulary() -> List[str]:
