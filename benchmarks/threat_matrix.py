@@ -90,6 +90,13 @@ def run_threat(cfg, runs: Path) -> Dict:
             "out": _rel(runs / cfg.name)}
 
 
+def add_threat(result: Dict, threat: Dict) -> None:
+    """A threat model's summary goes to ``threats``, its rows (tagged with the threat) to ``rows``."""
+    threat = dict(threat)
+    result["rows"] += threat.pop("rows")
+    result["threats"].append(threat)
+
+
 def _plain(x):
     from omegaconf import OmegaConf
 
@@ -129,13 +136,14 @@ def markdown(result: Dict) -> str:
                          f"{_f(a['ssim'])} | {_f(a['protect_seconds'], 1)} |")
     notes = []
     for t in result["threats"]:
-        attacks = list(t["attacks"]) or sorted({r["attack"] for r in t["rows"] if r["attack"] != "clean"})
+        rows = [r for r in result["rows"] if r["threat"] == t["threat"]]
+        attacks = list(t["attacks"]) or sorted({r["attack"] for r in rows if r["attack"] != "clean"})
         lines += ["", f"## {t['threat']}", "",
                   "accuracy (delta_acc) per attack; seconds: fine-tuning + evaluation of the row's fits", "",
                   "| victim | probe | clean | " + " | ".join(attacks) + " | seconds |",
                   "|---|---|---|" + "---|" * len(attacks) + "---|"]
         cells: Dict = {}
-        for r in t["rows"]:
+        for r in rows:
             cells.setdefault((r["victim"], r["probe"]), {})[r["attack"]] = r
             if r.get("note") and r["attack"] == "clean":
                 notes.append(f"{t['threat']} {r['victim']} ({r['probe']}): {r['note']}")
@@ -194,9 +202,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     for cfg in cfgs:
         print(f"[threat_matrix] {cfg.name}: {len(cfg.victims)} victims x {len(cfg.probes)} probes x "
               f"(clean + {len(cfg.attacks)} attacks)", flush=True)
-        threat = run_threat(cfg, runs)
-        result["threats"].append(threat)
-        result["rows"] += threat["rows"]
+        add_threat(result, run_threat(cfg, runs))
         result["wall_s"] = round(time.time() - t0, 1)
         atomic_write_json(out_json, result)  # what is done so far survives a crash later
         atomic_write_text(out_json.with_suffix(".md"), markdown(result))
