@@ -1,0 +1,106 @@
+"""Is the tiny benchmark a place where unlearnable examples can work at all? For a few (data, victim) settings,
+fine-tune on the clean train set and on an *oracle shortcut* set (a fixed word per answer class appended to
+every train question: the perfect class-consistent text trigger), and report clean-test accuracy of both.
+
+A setting is a fair test bed for protections when clean fine-tuning learns the task (accuracy well above
+zero-shot) AND a perfect shortcut can stop it (oracle accuracy near chance). Prints a table and writes
+benchmarks/learnability.json and .md beside this script.
+
+    python benchmarks/learnability.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHORTCUT_WORDS = ("table", "river", "house", "music", "garden", "window", "paper", "stone", "cloud", "light")
+
+
+def settings(quick: bool):
+    digits = {"name": "llava_json", "train": str(ROOT / "tests/fixtures/digits/train/data.json"),
+              "test": str(ROOT / "tests/fixtures/digits/test/data.json")}
+    colour = {"name": "synthetic", "types": ["colour"], "n_train": 400, "n_test": 200}
+    lora_twin = {"name": "lora", "pretrained": True, "epochs": 10, "lr": 3e-3}
+    scratch = {"name": "full", "pretrained": False, "epochs": 30, "lr": 2e-3}
+    rows = [
+        ("colour, full contrast", colour, lora_twin),
+        ("colour, full contrast", colour, scratch),
+        ("colour, contrast 0.5", {**colour, "contrast": 0.5}, scratch),
+        ("digits (real scans)", digits, scratch),
+    ]
+    if quick:
+        rows = [(n, {**d, "n_train": 48, "n_test": 24} if d["name"] == "synthetic" else {**d, "limit": 48},
+                 {**v, "epochs": 2}) for n, d, v in rows[1:3]]
+    return rows
+
+
+def with_shortcut(samples):
+    """Each class's answer gets one fixed word appended to the question."""
+    classes = sorted({s.answer for s in samples})
+    word = {c: SHORTCUT_WORDS[i % len(SHORTCUT_WORDS)] for i, c in enumerate(classes)}
+    out = []
+    for s in samples:
+        s = copy.copy(s)
+        s.question = f"{s.question} {word[s.answer]}"
+        out.append(s)
+    return out
+
+
+def fit(model, victim, train, test, seed=0):
+    from mmguard.engine.finetune import DEFAULT_TRAINER, evaluate, finetune
+    from mmguard.models import build_model
+
+    adapter = build_model(model, seed=seed, pretrained=victim["pretrained"])
+    v = SimpleNamespace(name=victim["name"], rank=8, alpha=16, dropout=0.0, lr=victim["lr"], weight_decay=0.0,
+                        warmup_ratio=0.1, epochs=victim["epochs"], batch_size=16, grad_accum=1,
+                        precision="32-true")
+    trainer = SimpleNamespace(**{**vars(DEFAULT_TRAINER), "progress_bar": False})
+    finetune(adapter, v, train, seed=seed, trainer_cfg=trainer)
+    return evaluate(adapter, test, max_new_tokens=6, trainer_cfg=trainer)["accuracy"]
+
+
+def main(argv=None) -> dict:
+    from mmguard.cli import set_cpu_threads
+    from mmguard.engine.finetune import quiet_lightning
+    from mmguard.registry import DATASETS, load_plugins
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a smoke version (tiny data, 2 epochs)")
+    ap.add_argument("--model", default="tiny-llava")
+    ap.add_argument("--out", default=str(HERE / "learnability"))
+    args = ap.parse_args(argv)
+    set_cpu_threads()
+    load_plugins()
+    rows = []
+    for name, data, victim in settings(args.quick):
+        kwargs = {k: v for k, v in data.items() if k != "name"}
+        splits = DATASETS.get(data["name"])(**kwargs)
+        t0 = time.time()
+        with quiet_lightning():
+            clean = fit(args.model, victim, splits["train"], splits["test"])
+            oracle = fit(args.model, victim, with_shortcut(splits["train"]), splits["test"])
+        chance = 1.0 / len({s.answer for s in splits["test"]})
+        rows.append({"data": name, "victim": f"{victim['name']} ({'pre-trained twin' if victim['pretrained'] else 'from init'}, "
+                     f"{victim['epochs']} epochs)", "clean": clean, "oracle_shortcut": oracle, "chance": chance,
+                     "seconds": round(time.time() - t0, 1)})
+        print(rows[-1], flush=True)
+    lines = ["| data | victim | clean acc | oracle-shortcut acc | chance |", "|---|---|---|---|---|"]
+    lines += [f"| {r['data']} | {r['victim']} | {r['clean']:.3f} | {r['oracle_shortcut']:.3f} | {r['chance']:.3f} |"
+              for r in rows]
+    table = "\n".join(lines)
+    print("\n" + table)
+    result = {"model": args.model, "quick": args.quick, "rows": rows}
+    if not args.quick:
+        Path(args.out + ".json").write_text(json.dumps(result, indent=1) + "\n")
+        Path(args.out + ".md").write_text(f"# Learnability of the tiny benchmark ({args.model})\n\n{table}\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
