@@ -5,7 +5,7 @@ overlay (recipes/threat/matrix.yaml: data size, the probe axis, the fine-tuning-
 training and qlora) and run by the Runner, which protects the train set once per attack and reuses it for
 every victim and probe. Writes JSON and a markdown table beside this script (or where --json says).
 
-    python benchmarks/threat_matrix.py                  # the full matrix (about 30 min on a 2-core CPU)
+    python benchmarks/threat_matrix.py                  # the full matrix (2 processes; about 30 min on 2 cores)
     python benchmarks/threat_matrix.py --quick          # a few-minute smoke run (random-init models, 1 epoch)
     python benchmarks/threat_matrix.py recipes/threat/whitebox.yaml --set data.n_train=128
 """
@@ -90,6 +90,15 @@ def run_threat(cfg, runs: Path) -> Dict:
             "out": _rel(runs / cfg.name)}
 
 
+def _worker_init(threads: int) -> None:
+    import torch
+
+    from mmguard.registry import load_plugins
+
+    torch.set_num_threads(threads)
+    load_plugins()
+
+
 def add_threat(result: Dict, threat: Dict) -> None:
     """A threat model's summary goes to ``threats``, its rows (tagged with the threat) to ``rows``."""
     threat = dict(threat)
@@ -168,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     ap.add_argument("--json", default=None, help="output JSON (markdown beside it, .md); default "
                     "benchmarks/threat_matrix.json, or runs/threat_matrix_quick/threat_matrix.json with --quick")
     ap.add_argument("--runs", default=None, help="folder for the runs (protected sets, predictions, logs)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="threat models run side by side in this many processes (one thread each by default)")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -202,10 +213,33 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     for cfg in cfgs:
         print(f"[threat_matrix] {cfg.name}: {len(cfg.victims)} victims x {len(cfg.probes)} probes x "
               f"(clean + {len(cfg.attacks)} attacks)", flush=True)
-        add_threat(result, run_threat(cfg, runs))
+
+    def record(threats: Sequence[Dict]) -> None:
+        result["threats"], result["rows"] = [], []
+        for threat in threats:  # in recipe order, whatever order they finished in
+            add_threat(result, threat)
         result["wall_s"] = round(time.time() - t0, 1)
         atomic_write_json(out_json, result)  # what is done so far survives a crash later
         atomic_write_text(out_json.with_suffix(".md"), markdown(result))
+
+    done: Dict[int, Dict] = {}
+    if args.jobs <= 1 or len(cfgs) == 1:
+        for i, cfg in enumerate(cfgs):
+            done[i] = run_threat(cfg, runs)
+            record([done[k] for k in sorted(done)])
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # Longest first (most probes x victims), so the pool's tail is short.
+        order = sorted(range(len(cfgs)), key=lambda i: -len(cfgs[i].probes) * len(cfgs[i].victims))
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as pool:
+            futures = {pool.submit(run_threat, cfgs[i], runs): i for i in order}
+            for fut in as_completed(futures):
+                done[futures[fut]] = fut.result()
+                print(f"[threat_matrix] {cfgs[futures[fut]].name} done", flush=True)
+                record([done[k] for k in sorted(done)])
     print(f"[threat_matrix] {result['wall_s']:.0f} s; wrote {out_json} and {out_json.with_suffix('.md')}")
     return result
 
