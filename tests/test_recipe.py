@@ -109,15 +109,18 @@ def test_overlays_merge_after_the_recipe(tmp_path):
     assert [p.name for p in cfg.probes] == ["rcp"] and [v.name for v in cfg.victims] == ["lora", "dora"]
 
 
-def test_threat_matrix_overlay_covers_the_axes():
+def test_threat_recipes_cover_the_axes():
+    """whitebox carries the fine-tuning-recipe axis, blackbox every probe of the issue; the matrix overlay
+    keeps both."""
     from mmguard.recipe import victim_label
 
     threat = ROOT / "recipes" / "threat"
     cfg = load_recipe(threat / "whitebox.yaml", overlays=[threat / "matrix.yaml"])
-    assert cfg.name == "whitebox"
+    assert cfg.name == "whitebox" and cfg.logger.name == "none"
     labels = [victim_label(v) for v in cfg.victims]
-    for r in ("lora", "dora", "projector", "projector_lora", "full", "qlora", "lora+adv"):
+    for r in ("lora", "dora", "projector", "projector_lora", "full", "qlora", "full+adv"):
         assert f"tiny-llava/{r}" in labels
+    cfg = load_recipe(threat / "blackbox.yaml", overlays=[threat / "matrix.yaml"])
     names = {p.name for p in cfg.probes}
     assert {"jpeg", "blur", "rcp", "resize", "grayscale", "bitdepth", "median", "iss", "ueraser", "punctuation",
             "case", "whitespace", "rcp_punctuation", "jpeg_case", "blur_whitespace", "mix"} <= names

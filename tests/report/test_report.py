@@ -40,7 +40,7 @@ def test_run_writes_a_self_contained_report(run_dir):
     figs = {p.name for p in (run_dir / "figures").glob("*.png")}
     for a in ATTACKS:
         assert {f"grid__{a}.png", f"attention__{a}.png"} <= figs
-    assert {"accuracy__tiny-llava_lora.png", "accuracy__threat_models.png"} <= figs
+    assert {"accuracy__tiny-llava_full.png", "accuracy__threat_models.png"} <= figs
     srcs = _srcs(page)
     assert len(srcs) == len(figs) and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r"<(script|link)\b", page) and "http://" not in page and "https://" not in page

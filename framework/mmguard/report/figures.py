@@ -190,12 +190,8 @@ def accuracy_by_probe(path: Path, rows: Sequence[Dict], victim: str) -> Path:
                      for p in probes]
         threat = next((row_threat(r) for r in rows if r.get("attack") == a), None)
         legend[a] = f"{a} ({threat})" if threat else a
-    fig = _figure(max(5.0, 1.2 + 0.35 * len(probes) * len(names)) + 2.0, 3.4)
-    ax = fig.subplots()
-    _bars(ax, probes, series, _colours(names), legend)
-    ax.set_xlabel("probe (what the fine-tuner does to the training data)")
-    ax.set_title(f"victim {victim}", fontsize=10)
-    return _save(fig, path)
+    return _grouped_bars(path, probes, series, names, legend, "probe (what the fine-tuner does to the training data)",
+                         f"victim {victim}")
 
 
 def accuracy_by_threat(path: Path, rows: Sequence[Dict], probe: str = "none") -> Path:
@@ -217,9 +213,15 @@ def accuracy_by_threat(path: Path, rows: Sequence[Dict], probe: str = "none") ->
                 sel = [r for r in sel if row_threat(r) == g]
             series[a].append(_mean(r.get("accuracy") for r in sel))
     legend = {"zero_shot": "zero_shot (no fine-tuning)"}
+    return _grouped_bars(path, groups, series, names, legend, "threat model (victim vs. the attack's surrogates)",
+                         f"accuracy by threat model, probe '{probe}' (mean over victims)")
+
+
+def _grouped_bars(path: Path, groups: Sequence[str], series: Dict[str, List[Optional[float]]],
+                  names: Sequence[str], legend: Dict[str, str], xlabel: str, title: str) -> Path:
     fig = _figure(max(5.0, 1.2 + 0.35 * len(groups) * len(names)) + 2.0, 3.4)
     ax = fig.subplots()
     _bars(ax, groups, series, _colours(names), legend)
-    ax.set_xlabel("threat model (victim vs. the attack's surrogates)")
-    ax.set_title(f"accuracy by threat model, probe '{probe}' (mean over victims)", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)
