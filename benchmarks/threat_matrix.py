@@ -95,8 +95,20 @@ def _worker_init(threads: int) -> None:
 
     from mmguard.registry import load_plugins
 
+    _die_with_parent()
     torch.set_num_threads(threads)
     load_plugins()
+
+
+def _die_with_parent() -> None:
+    """A killed matrix must not leave its workers running (and writing into its run folders): on Linux the
+    kernel sends them SIGTERM when the parent dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def add_threat(result: Dict, threat: Dict) -> None:
