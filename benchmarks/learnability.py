@@ -68,7 +68,7 @@ def fit(model, victim, train, test, seed=0):
 def main(argv=None) -> dict:
     from mmguard.cli import set_cpu_threads
     from mmguard.engine.finetune import quiet_lightning
-    from mmguard.registry import DATASETS, load_plugins
+    from mmguard.core.registry import DATASETS, load_plugins
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smoke version (tiny data, 2 epochs)")

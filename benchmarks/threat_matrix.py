@@ -93,7 +93,7 @@ def run_threat(cfg, runs: Path) -> Dict:
 def _worker_init(threads: int) -> None:
     import torch
 
-    from mmguard.registry import load_plugins
+    from mmguard.core.registry import load_plugins
 
     _die_with_parent()
     torch.set_num_threads(threads)
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from mmguard.io import atomic_write_json, atomic_write_text
+    from mmguard.core.io import atomic_write_json, atomic_write_text
     from mmguard.recipe import load_recipe
 
     threads = int(os.environ.get("MMGUARD_NUM_THREADS", "1"))

@@ -1,6 +1,6 @@
 import pytest
 
-from mmguard.registry import ATTACKS, DATASETS, MODELS, PROBES, VICTIMS, Registry, RegistryError
+from mmguard.core.registry import ATTACKS, DATASETS, MODELS, PROBES, VICTIMS, Registry, RegistryError
 
 
 def test_register_get_list_and_did_you_mean():
@@ -34,10 +34,10 @@ def test_entry_point_plugins_are_loaded(monkeypatch, tmp_path):
     import sys
     from importlib import metadata
 
-    import mmguard.registry as registry
+    import mmguard.core.registry as registry
 
     (tmp_path / "my_plugin.py").write_text(
-        "from mmguard.registry import ATTACKS\n"
+        "from mmguard.core.registry import ATTACKS\n"
         "from mmguard.attacks.base import Attack\n"
         "@ATTACKS.register('plugin_noise')\n"
         "class PluginNoise(Attack):\n"

@@ -16,7 +16,7 @@ def _recipe(args):
 
 
 def cmd_list(args) -> int:
-    from mmguard.registry import REGISTRIES
+    from mmguard.core.registry import REGISTRIES
 
     kinds = [args.kind] if args.kind else list(KINDS)
     for kind in kinds:
@@ -96,7 +96,7 @@ def cmd_finetune(args) -> int:
     """Fine-tune the recipe's first victim on a data set on disk (e.g. a protected one) and evaluate it on the
     recipe's clean test split."""
     from mmguard.engine.runner import Runner, load_data, victim_label
-    from mmguard.registry import DATASETS
+    from mmguard.core.registry import DATASETS
 
     cfg = _recipe(args)
     runner = Runner(cfg, args.out)
@@ -131,7 +131,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_zoo(args) -> int:
     from mmguard.models import build_model
-    from mmguard.registry import MODELS
+    from mmguard.core.registry import MODELS
 
     names = args.models or MODELS.names("tiny-*")
     for name in names:
@@ -216,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     set_cpu_threads()
     from mmguard.recipe import RecipeError
-    from mmguard.registry import RegistryError
+    from mmguard.core.registry import RegistryError
 
     try:
         return args.fn(args)

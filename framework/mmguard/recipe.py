@@ -14,7 +14,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mmguard.registry import ATTACKS, DATASETS, MODELS, PROBES, VICTIMS, Registry
+from mmguard.core.registry import ATTACKS, DATASETS, MODELS, PROBES, VICTIMS, Registry
 
 
 class RecipeError(ValueError):

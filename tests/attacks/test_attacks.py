@@ -12,7 +12,7 @@ from PIL import Image
 from mmguard.attacks import hotflip
 from mmguard.data.synthetic import generate
 from mmguard.engine.protect import protect, write_protected
-from mmguard.registry import ATTACKS, MODELS
+from mmguard.core.registry import ATTACKS, MODELS
 
 TRAINER = SimpleNamespace(accelerator="cpu", devices=1, strategy="auto", num_nodes=1, progress_bar=False,
                           deterministic=True)

@@ -10,7 +10,7 @@ from mmguard.data import export as export_mod
 from mmguard.data.export import export_llava_json, export_sharegpt, image_filename
 from mmguard.data.sample import Sample, tensor_to_pil
 from mmguard.data.synthetic import generate
-from mmguard.registry import DATASETS
+from mmguard.core.registry import DATASETS
 
 
 @pytest.fixture()

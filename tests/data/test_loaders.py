@@ -11,7 +11,7 @@ import mmguard.data  # noqa: F401  (registers the loaders)
 from mmguard.data.hub import HubDataError, parse_inline_options, parse_line_options
 from mmguard.data.loaders import DataFormatError
 from mmguard.data.sample import Sample
-from mmguard.registry import DATASETS
+from mmguard.core.registry import DATASETS
 
 datasets = pytest.importorskip("datasets")
 

@@ -4,7 +4,7 @@ import pytest
 
 import mmguard.data  # noqa: F401  (registers the loaders)
 from mmguard.data.synthetic import NUMBER_WORDS, generate
-from mmguard.registry import DATASETS
+from mmguard.core.registry import DATASETS
 
 
 def test_synthetic_deterministic_and_disjoint():

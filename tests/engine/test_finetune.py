@@ -57,7 +57,7 @@ def test_adversarial_training_perturbs_inside_the_loop():
 
     from mmguard.engine.data import TrainCollator
     from mmguard.engine.victim_module import VictimModule, answer_token_loss
-    from mmguard.registry import VICTIMS
+    from mmguard.core.registry import VICTIMS
 
     samples = generate(8, seed=1, types=("colour",))
     adapter = build_model("tiny-llava", seed=0)
@@ -79,7 +79,7 @@ def test_ueraser_loss_is_the_max_over_copies():
 
     from mmguard.engine.data import TrainCollator
     from mmguard.engine.victim_module import VictimModule, answer_token_loss
-    from mmguard.registry import PROBES, VICTIMS
+    from mmguard.core.registry import PROBES, VICTIMS
 
     samples = generate(4, seed=1, types=("colour", "count"), size=32)
     adapter = build_model("tiny-llava", seed=0)
@@ -113,7 +113,7 @@ def test_ueraser_max_loss_trains():
 
     from mmguard.engine.data import TrainCollator
     from mmguard.engine.victim_module import VictimModule
-    from mmguard.registry import PROBES
+    from mmguard.core.registry import PROBES
 
     train = generate(64, seed=1, types=("colour",), prefix="tr")
     adapter = build_model("tiny-llava", seed=0)

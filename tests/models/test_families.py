@@ -8,7 +8,7 @@ from PIL import Image
 
 from mmguard.data.synthetic import generate
 from mmguard.models import build_model
-from mmguard.registry import MODELS
+from mmguard.core.registry import MODELS
 
 TINY = MODELS.names("tiny-*")
 BASE = [n for n in TINY if not n.endswith("-wide")]

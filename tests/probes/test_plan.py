@@ -4,7 +4,7 @@ import torch
 
 from mmguard.data.synthetic import generate
 from mmguard.probes import ProbePlan
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 
 @pytest.fixture(scope="module")

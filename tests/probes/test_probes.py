@@ -7,7 +7,7 @@ from PIL import Image
 from mmguard.data.sample import Sample, pil_to_tensor, tensor_to_pil
 from mmguard.data.synthetic import generate
 from mmguard.probes.base import ImageProbe, sample_rng, torch_generator
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 # Probes that need parameters to be built; every other probe is built with its defaults.
 PARAMS = {"combo": {"probes": [{"name": "jpeg", "quality": 30}, "case", {"name": "mix", "fraction": 0.5}]}}

@@ -6,7 +6,7 @@ from mmguard.data.synthetic import generate
 from mmguard.engine.data import TrainCollator
 from mmguard.engine.victim_module import answer_token_loss
 from mmguard.models import build_model
-from mmguard.registry import VICTIMS
+from mmguard.core.registry import VICTIMS
 from mmguard.victims.qlora import QLoRAUnavailable
 
 FAMILIES = ["tiny-llava", "tiny-qwen2_5_vl"]

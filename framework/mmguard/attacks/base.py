@@ -105,7 +105,7 @@ class Attack:
 
 
 def _check_eot(attack: str, i: int, spec: Any) -> None:
-    from mmguard.registry import PROBES
+    from mmguard.core.registry import PROBES
 
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"attack '{attack}': key 'eot.{i}' must be a mapping with a probe 'name'")

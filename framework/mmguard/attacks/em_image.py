@@ -3,7 +3,7 @@
 Huang's schedule: step 0.8/255, 20 PGD steps per 10 training steps, stop at 99% train accuracy.
 """
 from mmguard.attacks.base import Attack
-from mmguard.registry import ATTACKS
+from mmguard.core.registry import ATTACKS
 
 # Huang et al. train one model throughout (no re-initialization between noise updates)
 HUANG = {"alpha": 0.8 / 255, "P": 20, "Q": 10, "R": 10, "reinit": False, "init": "uniform"}

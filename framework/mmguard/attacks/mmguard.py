@@ -4,7 +4,7 @@
 the answer's attention away from where it goes on clean inputs; the ``_max`` variants maximize l_train.
 """
 from mmguard.attacks.base import Attack
-from mmguard.registry import ATTACKS
+from mmguard.core.registry import ATTACKS
 
 
 class MMGuard(Attack):

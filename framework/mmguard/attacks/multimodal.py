@@ -1,6 +1,6 @@
 """``multimodal``: error-minimizing image perturbation and text trigger together, without binding losses."""
 from mmguard.attacks.base import Attack
-from mmguard.registry import ATTACKS
+from mmguard.core.registry import ATTACKS
 
 
 @ATTACKS.register("multimodal")

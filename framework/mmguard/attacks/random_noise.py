@@ -1,6 +1,6 @@
 """``random``: uniform noise in the L-inf budget; the sanity baseline (should not protect)."""
 from mmguard.attacks.base import Attack
-from mmguard.registry import ATTACKS
+from mmguard.core.registry import ATTACKS
 
 
 @ATTACKS.register("random")

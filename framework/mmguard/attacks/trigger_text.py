@@ -1,6 +1,6 @@
 """``trigger_text``: an error-minimizing text trigger only (HotFlip), no image perturbation."""
 from mmguard.attacks.base import Attack
-from mmguard.registry import ATTACKS
+from mmguard.core.registry import ATTACKS
 
 
 @ATTACKS.register("trigger_text")

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Sequence, Union
 from PIL import Image
 
 from mmguard.data.sample import Sample
-from mmguard.io import atomic_write, atomic_write_json
+from mmguard.core.io import atomic_write, atomic_write_json
 
 PathLike = Union[str, Path]
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")

@@ -35,9 +35,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from mmguard.data.loaders import LETTERS, Splits
+from mmguard.core.constants import LETTERS
+from mmguard.data.loaders import Splits
 from mmguard.data.sample import Sample
-from mmguard.registry import DATASETS
+from mmguard.core.registry import DATASETS
 
 Row = Dict[str, Any]
 Converter = Callable[[Row, int, str], Optional[Sample]]

@@ -1,6 +1,6 @@
 """Data set loaders for files on disk and for the synthetic generator.
 
-Every loader is registered in :data:`mmguard.registry.DATASETS` and returns ``{"train": [...], "test": [...]}``
+Every loader is registered in :data:`mmguard.core.registry.DATASETS` and returns ``{"train": [...], "test": [...]}``
 (lists of :class:`~mmguard.data.sample.Sample`). A recipe names one with ``data: {name: llava_json, train: PATH,
 test: PATH}``; the keys after ``name`` are the loader's keyword arguments.
 
@@ -26,13 +26,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from mmguard.core.constants import LETTERS
 from mmguard.data import synthetic
 from mmguard.data.sample import Sample
-from mmguard.registry import DATASETS
+from mmguard.core.registry import DATASETS
 
 PathLike = Union[str, Path]
 Splits = Dict[str, List[Sample]]
-LETTERS = "ABCDEFGHIJ"
 HUMAN_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "model", "bot"}
 SKIPPED_ROLES = {"system"}

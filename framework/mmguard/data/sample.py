@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmguard.core.constants import LETTERS
+
 ImageLike = Union[Image.Image, str, Path]
 
 
@@ -61,8 +63,7 @@ class Sample:
         """The question as the model reads it: options appended for multiple choice."""
         if not self.choices:
             return self.question
-        letters = "ABCDEFGHIJ"
-        opts = "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(self.choices))
+        opts = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(self.choices))
         return f"{self.question}\n{opts}\nAnswer with the option's letter."
 
 
@@ -78,4 +79,4 @@ def tensor_to_pil(pixels: torch.Tensor) -> Image.Image:
 
 
 def option_letter(index: int) -> str:
-    return "ABCDEFGHIJ"[index]
+    return LETTERS[index]

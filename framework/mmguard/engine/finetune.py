@@ -14,7 +14,7 @@ from mmguard.data.sample import Sample
 from mmguard.engine.data import eval_loader, train_loader
 from mmguard.engine.trainer import build_trainer
 from mmguard.engine.victim_module import VictimModule
-from mmguard.registry import VICTIMS
+from mmguard.core.registry import VICTIMS
 
 DEFAULT_TRAINER = SimpleNamespace(accelerator="auto", devices=1, strategy="auto", num_nodes=1, progress_bar=True,
                                   deterministic=True)

@@ -22,9 +22,9 @@ from mmguard.engine.finetune import DEFAULT_TRAINER, quiet_lightning
 from mmguard.engine.protection import ProtectionModule
 from mmguard.engine.store import quantize_release
 from mmguard.engine.trainer import build_trainer
-from mmguard.io import atomic_write_json
+from mmguard.core.io import atomic_write_json
 from mmguard.metrics import stealth
-from mmguard.registry import ATTACKS
+from mmguard.core.registry import ATTACKS
 
 
 @dataclasses.dataclass

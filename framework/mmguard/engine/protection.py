@@ -73,7 +73,7 @@ class ProtectionModule(L.LightningModule):
     def _build_eot(self) -> List:
         """Expectation over transformation: the probes whose differentiable versions the image loss is
         averaged over (``eot: [{name: jpeg, quality: 75}, {name: none}]``; ``none`` is the identity)."""
-        from mmguard.registry import PROBES
+        from mmguard.core.registry import PROBES
 
         probes = []
         for spec in self.cfg.eot:

@@ -18,10 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from mmguard.data.sample import Sample
 from mmguard.engine.finetune import evaluate, finetune
 from mmguard.engine.trainer import build_logger
-from mmguard.io import atomic_write_json, atomic_write_text
+from mmguard.core.io import atomic_write_json, atomic_write_text
 from mmguard.models import build_model
 from mmguard.recipe import dump, probe_label, to_container, victim_label  # noqa: F401 (re-exported)
-from mmguard.registry import DATASETS
+from mmguard.core.registry import DATASETS
 from mmguard.report.table import markdown_table, results_markdown
 from mmguard.victims.qlora import QLoRAUnavailable
 
@@ -40,7 +40,7 @@ def apply_probe(probe: Dict, samples: List[Sample], clean: List[Sample], seed: i
     itself takes the probe (``finetune(probe=...)``), which re-draws random stages every epoch."""
     if probe["name"] == "none":
         return list(samples)
-    from mmguard.registry import PROBES
+    from mmguard.core.registry import PROBES
 
     params = {k: v for k, v in probe.items() if k not in ("name", "label")}
     return PROBES.build(probe["name"], **params).apply(list(samples), clean=list(clean), seed=seed)

@@ -14,7 +14,8 @@ from typing import Any, Optional, Sequence
 import torch
 from torchmetrics import Metric
 
-LETTERS = "ABCDEFGHIJ"
+from mmguard.core.constants import LETTERS
+
 ARTICLES = {"a", "an", "the"}
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
           "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]

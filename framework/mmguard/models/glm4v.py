@@ -19,9 +19,8 @@ from mmguard.models.base import LVLMAdapter, TemplatePieces
 from mmguard.models.processing import normalize, pil_resample_to_mode, resize
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
+from mmguard.core.constants import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SPECIALS = ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
             "<|begin_of_image|>", "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>",
             "<|video|>", "<think>", "</think>", "<answer>", "</answer>"]

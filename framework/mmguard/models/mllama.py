@@ -21,9 +21,8 @@ from mmguard.models.base import LVLMAdapter, TemplatePieces
 from mmguard.models.processing import normalize, pil_resample_to_mode, resize
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
+from mmguard.core.constants import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE = "<|image|>"
 # Llama-3.2-Vision-Instruct's template, cut down to what we render: bos, a system block only when there is no
 # image (or a system message), then header / content / <|eot_id|> per message.

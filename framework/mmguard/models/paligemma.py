@@ -17,9 +17,8 @@ from mmguard.models.base import LVLMAdapter, TemplatePieces
 from mmguard.models.processing import normalize, pil_resample_to_mode, resize
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
+from mmguard.core.constants import HALF_MEAN, HALF_STD
 
-SIGLIP_MEAN = (0.5, 0.5, 0.5)
-SIGLIP_STD = (0.5, 0.5, 0.5)
 # PaliGemma checkpoints ship no chat template; this one renders what the processor builds from
 # (images, text=question, suffix=answer): image tokens first, then <bos>, the prompt, "\n", the answer, <eos>.
 CHAT_TEMPLATE = (
@@ -53,7 +52,7 @@ class PaliGemmaAdapter(LVLMAdapter):
                                                                          tok.eos_token_id)
         model = PaliGemmaForConditionalGeneration(config)
         processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size},
-                                            image_mean=list(SIGLIP_MEAN), image_std=list(SIGLIP_STD))
+                                            image_mean=list(HALF_MEAN), image_std=list(HALF_STD))
         processor.image_seq_length = (image_size // patch) ** 2  # PaliGemmaProcessor requires it
         return cls(model, tok, processor, name)
 

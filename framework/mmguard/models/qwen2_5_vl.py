@@ -18,9 +18,8 @@ from mmguard.models.base import LVLMAdapter, TemplatePieces
 from mmguard.models.processing import normalize, pil_resample_to_mode, resize
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
+from mmguard.core.constants import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # The Qwen2 tokenizer's added tokens, in their real order (151643 <|endoftext|> ... 151656 <|video_pad|>).
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
                  "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",

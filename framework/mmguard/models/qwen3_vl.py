@@ -15,6 +15,7 @@ from mmguard.models.base import LVLMAdapter
 from mmguard.models.qwen2_5_vl import (QwenVLMixin, mrope_section, tiny_qwen_image_processor,
                                        tiny_qwen_tokenizer)
 from mmguard.models.zoo import register_family
+from mmguard.core.constants import HALF_MEAN, HALF_STD
 
 # Qwen3-VL Instruct's chat template without the tool-calling branches: a system turn only when given.
 CHAT_TEMPLATE = (
@@ -37,7 +38,6 @@ CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
-QWEN3_MEAN = QWEN3_STD = (0.5, 0.5, 0.5)
 
 
 @register_family("qwen3_vl")
@@ -75,4 +75,4 @@ class Qwen3VLAdapter(QwenVLMixin, LVLMAdapter):
                                vision_end_token_id=ids("<|vision_end|>"),
                                tie_word_embeddings=False)
         model = Qwen3VLForConditionalGeneration(config)
-        return cls(model, tok, tiny_qwen_image_processor(patch, merge, QWEN3_MEAN, QWEN3_STD), name)
+        return cls(model, tok, tiny_qwen_image_processor(patch, merge, HALF_MEAN, HALF_STD), name)

@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Type
 
 import torch
 
-from mmguard.registry import MODELS
+from mmguard.core.registry import MODELS
 
 FAMILIES: Dict[str, Type] = {}
 

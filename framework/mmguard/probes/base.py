@@ -244,7 +244,7 @@ def plan_stages(probes: Sequence[Probe], samples: Sequence[Sample], clean: Optio
 
 def build_probe(spec: Any) -> Probe:
     """A probe from a probe instance, a name, or a ``{name: ..., **params}`` mapping (``label`` ignored)."""
-    from mmguard.registry import PROBES
+    from mmguard.core.registry import PROBES
 
     if isinstance(spec, Probe):
         return spec

@@ -8,7 +8,7 @@ import torch
 
 from mmguard.data.sample import Sample
 from mmguard.probes.base import Probe, ProbePlan, build_probe, plan_stages, sample_rng, stage_rngs
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 
 @PROBES.register("combo")

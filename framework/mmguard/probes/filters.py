@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 
 from mmguard.probes.base import ImageProbe, as_batch, check_odd_kernel, check_range
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 
 @PROBES.register("blur")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mmguard.probes.base import ImageProbe, as_batch, check_range
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 PAD_MODES = {"zeros": "constant", "reflect": "reflect"}
 

@@ -9,7 +9,7 @@ import torch
 from mmguard.probes.base import ImageProbe, check_range
 from mmguard.probes.colour import grayscale
 from mmguard.probes.jpeg import jpeg_differentiable, jpeg_pil, jpeg_tensor
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 MODES = ("grayscale", "jpeg")
 

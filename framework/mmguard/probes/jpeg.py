@@ -10,7 +10,7 @@ from PIL import Image
 
 from mmguard.data.sample import pil_to_tensor, tensor_to_pil
 from mmguard.probes.base import ImageProbe, as_batch, check_range
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 
 def jpeg_pil(image: Image.Image, quality: int) -> Image.Image:

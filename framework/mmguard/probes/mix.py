@@ -8,7 +8,7 @@ import numpy as np
 
 from mmguard.data.sample import Sample
 from mmguard.probes.base import Probe, check_range, sample_rng
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 
 @PROBES.register("mix")

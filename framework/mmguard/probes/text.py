@@ -6,7 +6,7 @@ import string
 import unicodedata
 
 from mmguard.probes.base import TextProbe
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 _ASCII_PUNCT = set(string.punctuation)
 _WS = re.compile(r"\s+")

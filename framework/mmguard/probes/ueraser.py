@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from mmguard.probes.base import ImageProbe, as_batch, check_range
-from mmguard.registry import PROBES
+from mmguard.core.registry import PROBES
 
 
 def _pipeline(h: int, w: int):

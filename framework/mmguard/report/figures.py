@@ -25,7 +25,7 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> Path:
-    from mmguard.io import atomic_write
+    from mmguard.core.io import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as fh:

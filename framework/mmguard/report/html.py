@@ -257,7 +257,7 @@ class ReportBuilder:
 
 def write_report(run_dir: str | Path, samples: int = 4, attention: bool = True, layer: int = 0) -> Path:
     """Write ``run_dir/report.html`` and ``run_dir/figures/*.png``; returns the report's path."""
-    from mmguard.io import atomic_write_text
+    from mmguard.core.io import atomic_write_text
 
     run = load_run(run_dir)
     html = ReportBuilder(run, samples=samples, attention=attention, layer=layer).build()

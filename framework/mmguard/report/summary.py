@@ -138,7 +138,7 @@ def model_family(name: str) -> Optional[str]:
     try:
         import importlib
 
-        from mmguard.registry import MODELS
+        from mmguard.core.registry import MODELS
 
         importlib.import_module("mmguard.models")  # registers the families
         if name in MODELS:

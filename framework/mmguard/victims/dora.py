@@ -1,5 +1,5 @@
 """DoRA: weight-decomposed LoRA (peft ``use_dora``) on the same targets as LoRA."""
-from mmguard.registry import VICTIMS
+from mmguard.core.registry import VICTIMS
 from mmguard.victims.lora import LoRAVictim
 
 

@@ -1,5 +1,5 @@
 """Full fine-tuning: every parameter trains."""
-from mmguard.registry import VICTIMS
+from mmguard.core.registry import VICTIMS
 from mmguard.victims.base import Victim
 
 

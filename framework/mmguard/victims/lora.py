@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from peft import LoraConfig, inject_adapter_in_model
 
-from mmguard.registry import VICTIMS
+from mmguard.core.registry import VICTIMS
 from mmguard.victims.base import Victim, language_linear_names
 
 

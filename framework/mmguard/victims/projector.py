@@ -1,5 +1,5 @@
 """Projector-only fine-tuning: only the multimodal projector trains (LLaVA stage-1 style)."""
-from mmguard.registry import VICTIMS
+from mmguard.core.registry import VICTIMS
 from mmguard.victims.base import Victim, projector_modules
 
 

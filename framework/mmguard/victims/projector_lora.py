@@ -1,5 +1,5 @@
 """Projector + LoRA: the projector trains fully and the language model through LoRA."""
-from mmguard.registry import VICTIMS
+from mmguard.core.registry import VICTIMS
 from mmguard.victims.base import Victim, projector_modules
 from mmguard.victims.lora import inject_lora, mark_lora_trainable
 

@@ -6,7 +6,7 @@ import importlib.util
 import torch
 from torch import nn
 
-from mmguard.registry import VICTIMS
+from mmguard.core.registry import VICTIMS
 from mmguard.victims.lora import LoRAVictim, mark_lora_trainable
 
 

@@ -11,12 +11,11 @@ import fnmatch
 from importlib import metadata
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from mmguard.core.errors import UserError
 
-class RegistryError(KeyError):
+
+class RegistryError(UserError):
     """An unknown or duplicate name; the message lists what is registered."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
-        return str(self.args[0])
 
 
 class Registry:
