@@ -249,7 +249,7 @@ def test_llava_json_errors_name_file_entry_and_field(tmp_path):
     p = _write(tmp_path, "[{")
     with pytest.raises(DataFormatError, match="bad.json: not valid JSON"):
         DATASETS.build("llava_json", train=p)
-    with pytest.raises(FileNotFoundError, match="nope.json"):
+    with pytest.raises(DataFormatError, match="nope.json: no such data file"):
         DATASETS.build("llava_json", train=tmp_path / "nope.json")
 
 

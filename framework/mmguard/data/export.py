@@ -23,6 +23,7 @@ from mmguard.core.io import atomic_write, atomic_write_json
 
 PathLike = Union[str, Path]
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_NAME_BYTES = 255  # a file name's limit on every common file system
 
 
 def write_json_atomic(path: PathLike, data: Any, indent: int = 1) -> Path:
@@ -35,15 +36,31 @@ def image_filename(sample_id: str) -> str:
     return f"{safe}.png"
 
 
-def _rgb(sample: Sample) -> Image.Image:
-    """The sample's RGB image without caching a lazily loaded file in the sample."""
-    if isinstance(sample.image, Image.Image):
-        return sample.image if sample.image.mode == "RGB" else sample.image.convert("RGB")
-    path = Path(sample.image)
-    if not path.exists():
-        raise FileNotFoundError(f"sample {sample.id!r}: image file {str(path)!r} does not exist")
-    with Image.open(path) as im:
-        return im.convert("RGB")
+def check_export_names(samples: Sequence[Sample]) -> None:
+    """Refuse ids that would overwrite each other's image on export: equal ids, and ids whose file names differ
+    only in case (clusters mount case-insensitive file systems too) or in the characters ``image_filename``
+    replaces; and ids too long for a file name."""
+    seen: Dict[str, Sample] = {}
+    for s in samples:
+        name = image_filename(s.id)
+        if len(name) > MAX_NAME_BYTES:
+            raise s.error("id", f"id is too long to name its exported image ({len(name)} characters; at most "
+                                f"{MAX_NAME_BYTES - 4})")
+        other = seen.get(name.lower())
+        if other is None:
+            seen[name.lower()] = s
+            continue
+        if other.id == s.id:
+            raise s.error("id", f"duplicate sample id {s.id!r} (also {_where(other)})")
+        raise s.error("id", f"id {s.id!r} and id {other.id!r} ({_where(other)}) would both be exported as "
+                            f"{name!r} (file names compare case-insensitively); rename one")
+
+
+def _where(sample: Sample) -> str:
+    o = sample.origin
+    if o is None or o.entry is None:
+        return "another sample"
+    return o.entry if isinstance(o.entry, str) else f"entry {o.entry}"
 
 
 def write_png_atomic(image: Image.Image, path: PathLike) -> Path:
@@ -64,15 +81,11 @@ def _json_safe(meta: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _write_images(samples: Sequence[Sample], out_dir: Path) -> List[str]:
-    names: Dict[str, str] = {}
+    check_export_names(samples)  # before the first file is written
     rels = []
     for s in samples:
         name = image_filename(s.id)
-        if name in names:
-            what = "duplicate sample id" if names[name] == s.id else f"ids {names[name]!r} and {s.id!r} share file"
-            raise ValueError(f"cannot export: {what} {name!r}")
-        names[name] = s.id
-        write_png_atomic(_rgb(s), out_dir / "images" / name)
+        write_png_atomic(s.pil, out_dir / "images" / name)
         rels.append(f"images/{name}")
     return rels
 

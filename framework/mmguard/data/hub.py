@@ -36,15 +36,17 @@ import numpy as np
 from PIL import Image
 
 from mmguard.core.constants import LETTERS
-from mmguard.data.loaders import Splits
-from mmguard.data.sample import Sample
+from mmguard.core.errors import UserError
 from mmguard.core.registry import DATASETS
+from mmguard.data.errors import Origin
+from mmguard.data.loaders import Limit, Splits, TestFraction
+from mmguard.data.sample import Sample
 
 Row = Dict[str, Any]
 Converter = Callable[[Row, int, str], Optional[Sample]]
 
 
-class HubDataError(ValueError):
+class HubDataError(UserError):
     """A hub data set (or its local copy) that cannot be loaded or lacks a column; names path, split and field."""
 
 
@@ -100,13 +102,24 @@ def _as_pil(value: Any, where: str) -> Optional[Image.Image]:
     if value is None or isinstance(value, Image.Image):
         return value
     if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-        if value.get("bytes"):
-            im = Image.open(io.BytesIO(value["bytes"]))
-        else:
-            im = Image.open(value["path"])
-        im.load()
+        try:
+            im = Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+            im.load()
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ... for a broken image
+            raise HubDataError(f"{where}: field 'image': not a readable image: {type(err).__name__}: {err}") from None
         return im
     raise HubDataError(f"{where}: field 'image': expected an image, got {type(value).__name__}")
+
+
+def _row(ds, i: int, where: str) -> Row:
+    try:
+        return ds[i]
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - datasets decodes the image column while reading the row
+        raise HubDataError(f"{where}: cannot be read (a broken image?): {type(err).__name__}: {err}") from None
 
 
 def _check_columns(ds, spec: HubSpec, path: str, split: str) -> None:
@@ -122,8 +135,8 @@ def _convert(ds, indices: Sequence[int], spec: HubSpec, split: str, limit: Optio
     if limit is not None and int(limit) <= 0:
         return out
     for i in indices:
-        row = ds[int(i)]
         where = f"dataset '{spec.name}': {str(path)!r} split {split!r} row {int(i)}"
+        row = _row(ds, int(i), where)
         row["image"] = _as_pil(row.get("image"), where)
         try:
             sample = spec.convert(row, int(i), split)
@@ -131,6 +144,7 @@ def _convert(ds, indices: Sequence[int], spec: HubSpec, split: str, limit: Optio
             raise HubDataError(f"{where}: {err}") from err
         if sample is None:
             continue
+        sample.origin = Origin(f"dataset '{spec.name}': {str(path)!r}", f"split {split!r} row {int(i)}", sample.id)
         out.append(sample)
         if limit is not None and len(out) >= int(limit):
             break
@@ -148,8 +162,8 @@ def load_hub(spec: HubSpec, *, path: Optional[str] = None, train_split: Optional
     _check_columns(train_ds, spec, path, train_split)
     if test_split == train_split:
         if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"dataset '{spec.name}': train and test both read split {train_split!r}, so "
-                             f"test_fraction must lie strictly between 0 and 1 (got {test_fraction})")
+            raise HubDataError(f"dataset '{spec.name}': train and test both read split {train_split!r}, so "
+                               f"test_fraction must lie strictly between 0 and 1 (got {test_fraction})")
         order = np.random.default_rng(int(split_seed)).permutation(len(train_ds))
         n_test = int(round(len(train_ds) * test_fraction))
         test_ds, test_idx, train_idx = train_ds, sorted(order[:n_test].tolist()), sorted(order[n_test:].tolist())
@@ -311,7 +325,7 @@ HUB_SPECS: Dict[str, HubSpec] = {s.name: s for s in (
 
 def _make_loader(spec: HubSpec) -> Callable[..., Splits]:
     def load(path: Optional[str] = None, train_split: Optional[str] = None, test_split: Optional[str] = None,
-             limit: Optional[int] = None, config: Optional[str] = "default", test_fraction: float = 0.5,
+             limit: Limit = None, config: Optional[str] = "default", test_fraction: TestFraction = 0.5,
              split_seed: int = 0, cache_dir: Optional[str] = None) -> Splits:
         return load_hub(spec, path=path, train_split=train_split, test_split=test_split, limit=limit,
                         config=config, test_fraction=test_fraction, split_seed=split_seed, cache_dir=cache_dir)

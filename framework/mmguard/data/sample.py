@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from mmguard.core.constants import LETTERS
+from mmguard.data.errors import DataFormatError, Origin
+from mmguard.data.images import ImageError, image_size, read_image, to_rgb
 
 ImageLike = Union[Image.Image, str, Path]
 
@@ -18,9 +20,11 @@ ImageLike = Union[Image.Image, str, Path]
 class Sample:
     """One image-question-answer triple.
 
-    ``image`` is a PIL image or a path (loaded on first use, so large sets stay cheap). ``answers`` holds
-    every accepted alias, ``answer`` first. ``choices`` lists the options of a multiple-choice question; the
-    answer is then the option letter ("A", "B", ...).
+    ``image`` is a PIL image or a path. A path is decoded on every access to :attr:`pil` / :meth:`pixels` and
+    never kept, so a large set costs the memory of the images in use, not of all of them; :attr:`size` reads
+    only the file's header. ``answers`` holds every accepted alias, ``answer`` first. ``choices`` lists the
+    options of a multiple-choice question; the answer is then the option letter ("A", "B", ...). ``origin``
+    says where a loader read the sample (file, entry, fields), so that a later error names them.
     """
 
     id: str
@@ -30,6 +34,7 @@ class Sample:
     aliases: List[str] = dataclasses.field(default_factory=list)
     choices: Optional[List[str]] = None
     meta: dict = dataclasses.field(default_factory=dict)
+    origin: Optional[Origin] = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.id = str(self.id)
@@ -41,15 +46,31 @@ class Sample:
 
     @property
     def pil(self) -> Image.Image:
-        if not isinstance(self.image, Image.Image):
-            path = Path(self.image)
-            if not path.exists():
-                raise FileNotFoundError(f"sample {self.id!r}: image file {str(path)!r} does not exist")
-            with Image.open(path) as im:
-                self.image = im.convert("RGB")
-        elif self.image.mode != "RGB":
-            self.image = self.image.convert("RGB")
-        return self.image
+        """The image as 8-bit RGB (see :mod:`mmguard.data.images`); a path is decoded anew on each access."""
+        try:
+            if not isinstance(self.image, Image.Image):
+                return read_image(self.image)
+            if self.image.mode != "RGB":  # in memory anyway: keep the conversion, done once
+                self.image = to_rgb(self.image)
+            return self.image
+        except ImageError as err:
+            raise self.error("image", str(err)) from None
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(width, height), read from the file's header for a path (no decoding)."""
+        if isinstance(self.image, Image.Image):
+            return self.image.size
+        try:
+            return image_size(self.image)
+        except ImageError as err:
+            raise self.error("image", str(err)) from None
+
+    def error(self, part: str, problem: str) -> DataFormatError:
+        """A :class:`DataFormatError` about ``part`` of this sample, naming where it was read from."""
+        origin = self.origin or Origin(str(self.image) if isinstance(self.image, (str, Path)) else "in-memory data",
+                                       "sample", self.id)
+        return origin.error(part, problem)
 
     def pixels(self) -> torch.Tensor:
         """The image as float (3, H, W) in [0, 1], exactly its 8-bit values / 255."""
@@ -68,7 +89,7 @@ class Sample:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    arr = np.asarray(to_rgb(image), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 

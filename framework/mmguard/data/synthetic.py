@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from mmguard.core.errors import UserError
 from mmguard.data.sample import Sample
 
 COLOURS: Dict[str, tuple] = {
@@ -107,17 +108,20 @@ def _make(index: int, qtype: str, rng: np.random.Generator, size: int, prefix: s
         choices = [options[i] for i in order]
         letter = "ABCD"[choices.index(ob["colour"])]
         return Sample(sid, image, "What colour is the shape?", letter, [], choices=choices, meta=meta)
-    raise ValueError(f"unknown synthetic question type {qtype!r}; known: {', '.join(QUESTION_TYPES)}")
+    raise UserError(f"unknown synthetic question type {qtype!r}; known: {', '.join(QUESTION_TYPES)}")
 
 
 def generate(n: int, seed: int = 0, types: Sequence[str] = ("colour",), size: int = 32,
              prefix: str = "syn", contrast: float = 1.0) -> List[Sample]:
     """``n`` samples cycling through ``types``; the same (n, seed, types, size, contrast) gives the same set."""
     if not 0 < contrast <= 1:
-        raise ValueError(f"synthetic data key 'contrast': {contrast} is not in (0, 1]")
+        raise UserError(f"synthetic data key 'contrast': {contrast} is not in (0, 1]")
+    known = ", ".join(QUESTION_TYPES)
+    if not types:
+        raise UserError(f"synthetic data key 'types': name at least one question type ({known})")
     for t in types:
         if t not in QUESTION_TYPES:
-            raise ValueError(f"unknown synthetic question type {t!r}; known: {', '.join(QUESTION_TYPES)}")
+            raise UserError(f"synthetic data key 'types': unknown question type {t!r}; known: {known}")
     rng = np.random.default_rng(seed)
     return [_make(i, types[i % len(types)], rng, size, prefix, contrast) for i in range(n)]
 
