@@ -1,10 +1,7 @@
 """Every registered tiny family, through the same checks (timm-style parametrization over the registry)."""
-import re
-
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from mmguard.data.synthetic import generate
 from mmguard.models import build_model
@@ -48,26 +45,6 @@ def test_pixel_gradient_nonzero(name, samples):
     loss.backward()
     for img in imgs:
         assert img.grad is not None and img.grad.abs().sum() > 0
-
-
-@pytest.mark.parametrize("name", BASE)
-@pytest.mark.parametrize("size", [(32, 32), (40, 56)])
-def test_processor_matches_real(name, size, samples):
-    a = adapter_for(name)
-    image = samples[0].pil.resize((size[1], size[0]), Image.BICUBIC)
-    from mmguard.data.sample import pil_to_tensor
-
-    ours = a.process([pil_to_tensor(image)])
-    real = a.real_process([image])
-    for key, value in ours.items():
-        assert key in real, f"{key} missing from the real processor's output"
-        ref = torch.as_tensor(real[key])
-        assert value.shape == ref.shape, f"{key}: {tuple(value.shape)} vs {tuple(ref.shape)}"
-        diff = (value.float() - ref.float()).abs()
-        if size == (32, 32) or not value.is_floating_point():
-            assert diff.max() <= 1e-3, f"{key}: max abs difference {diff.max():.2e}"
-        else:  # a real resize: PIL and torch antialiasing differ by an 8-bit level here and there
-            assert diff.mean() <= 2e-2, f"{key}: mean abs difference {diff.mean():.2e}"
 
 
 @pytest.mark.parametrize("name", BASE)

@@ -18,7 +18,7 @@ from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImagePr
 from transformers.models.gemma3.processing_gemma3 import Gemma3Processor
 
 from mmguard.models.base import LVLMAdapter, TemplatePieces
-from mmguard.models.processing import normalize, pil_resample_to_mode, resize
+from mmguard.models.processing import normalize, pil_resize, resize_output_size
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
 
@@ -102,13 +102,13 @@ class Gemma3Adapter(LVLMAdapter):
         if self._processor_kwargs()["do_pan_and_scan"]:
             raise NotImplementedError("Gemma 3 pan-and-scan crops are not supported")
         ip = self.image_processor
-        out = (ip.size["height"], ip.size["width"]) if ip.do_resize else (height, width)
+        out = resize_output_size(ip.size, height, width) if ip.do_resize else (height, width)
         side = int(round(self.model.config.mm_tokens_per_image ** 0.5))
         return {"resized": out, "grid": (side, side)}
 
     def preprocess(self, pixels: torch.Tensor, layout: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         ip = self.image_processor
-        x = resize(pixels, *layout["resized"], mode=pil_resample_to_mode(ip.resample))
+        x = pil_resize(pixels, *layout["resized"], ip.resample)
         x = x * (ip.rescale_factor * 255.0) if ip.do_rescale else x * 255.0
         if ip.do_normalize:
             x = normalize(x, ip.image_mean, ip.image_std)

@@ -16,7 +16,7 @@ from transformers.models.glm4v.configuration_glm4v import Glm4vTextConfig, Glm4v
 from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil, smart_resize
 
 from mmguard.models.base import LVLMAdapter, TemplatePieces
-from mmguard.models.processing import normalize, pil_resample_to_mode, resize
+from mmguard.models.processing import normalize, pil_resize
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
 from mmguard.core.constants import CLIP_MEAN, CLIP_STD
@@ -131,8 +131,10 @@ class Glm4vAdapter(LVLMAdapter):
     def preprocess(self, pixels: torch.Tensor, layout: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         ip = self.image_processor
         p, m, t = ip.patch_size, ip.merge_size, ip.temporal_patch_size
-        x = resize(pixels, *layout["resized"], mode=pil_resample_to_mode(ip.resample))
-        x = normalize(x * ip.rescale_factor * 255.0, ip.image_mean, ip.image_std)
+        x = pil_resize(pixels, *layout["resized"], ip.resample)
+        x = x * ip.rescale_factor * 255.0 if ip.do_rescale else x * 255.0
+        if ip.do_normalize:
+            x = normalize(x, ip.image_mean, ip.image_std)
         c = x.shape[0]
         gh, gw = layout["grid"]
         # (C, gh/m, m, p, gw/m, m, p) -> (gh/m, gw/m, m, m, C, p, p), then the frame repeated t times after C

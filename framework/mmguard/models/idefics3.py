@@ -2,15 +2,12 @@
 
 The processor resizes the longest edge, rounds the image up to whole tiles of ``max_image_size``, and when
 that is more than one tile sends every tile plus a downsized global image; each frame becomes
-(side / patch / scale_factor)^2 tokens. Its resizes are PIL LANCZOS on 8-bit images, so ``pil_resize`` below
-reproduces PIL's fixed-point separable filter (a torch bicubic differs by several 8-bit levels).
+(side / patch / scale_factor)^2 tokens. Its resizes are PIL LANCZOS on 8-bit images (``processing.pil_resize``).
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
-import struct
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -21,7 +18,7 @@ from transformers.models.idefics3.image_processing_pil_idefics3 import (
     _resize_output_size_scale_below_upper_bound)
 
 from mmguard.models.base import LVLMAdapter, TemplatePieces
-from mmguard.models.processing import normalize, pil_resample_to_mode, resize
+from mmguard.models.processing import normalize, pil_resize
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
 
@@ -36,97 +33,6 @@ CHAT_TEMPLATE = (
 )
 # the processor's expansion of one <image>, tiled or not (Idefics3Processor.replace_image_token)
 _EXPANDED = re.compile(rf"(?:(?:{FAKE}<row_\d+_col_\d+>(?:{IMAGE})+)+\n)*\n?{FAKE}{GLOBAL}(?:{IMAGE})+{FAKE}")
-
-
-# ----------------------------------------------------------------- PIL-exact resize (Pillow's Resample.c)
-def _sinc(x: float) -> float:
-    return 1.0 if x == 0.0 else math.sin(x * math.pi) / (x * math.pi)
-
-
-def _bicubic(x: float, a: float = -0.5) -> float:
-    x = abs(x)
-    if x < 1.0:
-        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
-    return (((x - 5) * x + 8) * x - 4) * a if x < 2.0 else 0.0
-
-
-_F054, _F046 = struct.unpack('2f', struct.pack('2f', 0.54, 0.46))
-
-
-def _hamming(x: float) -> float:
-    x = abs(x)
-    if x == 0.0:
-        return 1.0
-    x *= math.pi  # Pillow writes the constants as C floats (0.54f, 0.46f)
-    return 0.0 if x >= math.pi else math.sin(x) / x * (_F054 + _F046 * math.cos(x))
-
-
-_FILTERS = {1: (3.0, lambda x: _sinc(x) * _sinc(x / 3.0) if -3.0 <= x < 3.0 else 0.0),  # LANCZOS
-            2: (1.0, lambda x: max(0.0, 1.0 - abs(x))),  # BILINEAR
-            3: (2.0, _bicubic), 4: (0.5, lambda x: 1.0 if -0.5 < x <= 0.5 else 0.0), 5: (1.0, _hamming)}
-_PRECISION = 1 << 22  # PRECISION_BITS = 32 - 8 - 2: PIL's 8-bit coefficients are fixed point
-
-
-@functools.lru_cache(maxsize=256)
-def _pil_weights(in_size: int, out_size: int, resample: int) -> torch.Tensor:
-    """(out, in) matrix of PIL's precompute_coeffs + normalize_coeffs_8bpc, same rounding."""
-    support, fn = _FILTERS[resample]
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support, ss = support * filterscale, 1.0 / filterscale
-    w = torch.zeros(out_size, in_size, dtype=torch.float64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin, xmax = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), in_size)
-        k = [fn((x - center + 0.5) * ss) for x in range(xmin, xmax)]
-        total = sum(k)
-        for x, kx in zip(range(xmin, xmax), k):
-            kx = kx / total if total != 0.0 else kx
-            w[xx, x] = math.trunc(kx * _PRECISION + (0.5 if kx >= 0 else -0.5))
-    return w / _PRECISION
-
-
-def _round8(y: torch.Tensor) -> torch.Tensor:
-    """PIL's clip8: (sum + 2^21) >> 22, clipped to [0, 255]; straight-through gradient."""
-    return y + ((y + 0.5).floor().clamp(0, 255) - y).detach()
-
-
-def pil_resize(x: torch.Tensor, height: int, width: int, resample) -> torch.Tensor:
-    """(3, H, W) in [0, 1] (8-bit values) -> PIL ``Image.resize`` of the same 8-bit image, differentiably:
-    two separable passes, each rounded to 8 bits, in the order the installed Pillow uses."""
-    if tuple(x.shape[-2:]) == (height, width):
-        return x  # PIL returns a copy
-    rid = int(getattr(resample, "value", resample))
-    if rid not in _FILTERS:  # NEAREST is not a convolution in PIL
-        return resize(x, height, width, mode=pil_resample_to_mode(resample))
-    y = x.double() * 255.0
-    y = y + (y.round() - y).detach()  # exact integers, so ties round as PIL's integer arithmetic does
-    in_h, in_w = y.shape[-2:]
-
-    def horizontal(t):
-        return _round8(t @ _pil_weights(in_w, width, rid).to(t.device).T) if in_w != width else t
-
-    def vertical(t):
-        return _round8(_pil_weights(in_h, height, rid).to(t.device) @ t) if in_h != height else t
-
-    # Recent Pillow (python-pillow PR #9549) runs the vertical pass first when the height shrinks by more than
-    # twice as many pixels as the width; the order changes the 8-bit intermediate, hence the result.
-    v_first = height < in_h and in_h - height > 2 * (in_w - width) and _pillow_vertical_first()
-    y = horizontal(vertical(y)) if v_first else vertical(horizontal(y))
-    return (y / 255.0).to(x.dtype)
-
-
-@functools.lru_cache(maxsize=None)
-def _pillow_vertical_first() -> bool:
-    """Whether the installed Pillow has that rule: probe one resize where the two orders differ."""
-    import numpy as np
-    from PIL import Image
-
-    arr = np.random.default_rng(0).integers(0, 256, (50, 50, 3), dtype=np.uint8)
-    ref = torch.from_numpy(np.array(Image.fromarray(arr).resize((40, 9), resample=1))).permute(2, 0, 1).double()
-    y = torch.from_numpy(arr).permute(2, 0, 1).double()
-    y = _round8(_round8(_pil_weights(50, 9, 1) @ y) @ _pil_weights(50, 40, 1).T)
-    return bool(torch.equal(y, ref))
 
 
 def _edge(size, key: str = "longest_edge"):

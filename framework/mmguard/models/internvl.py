@@ -17,7 +17,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2Im
 from transformers.models.internvl.processing_internvl import InternVLProcessor
 
 from mmguard.models.base import LVLMAdapter, TemplatePieces
-from mmguard.models.processing import normalize, pil_resample_to_mode, resize
+from mmguard.models.processing import normalize, pil_resize, resize_output_size
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
 
@@ -103,24 +103,24 @@ class InternVLAdapter(LVLMAdapter):
         ip = self.image_processor
         kw = {"crop_to_patches": ip.crop_to_patches, "min_patches": ip.min_patches,
               "max_patches": ip.max_patches, **self._processor_kwargs()}
-        th, tw = ip.size["height"], ip.size["width"]
-        if kw["crop_to_patches"] and kw["max_patches"] > 1:
+        if kw["crop_to_patches"] and kw["max_patches"] > 1:  # crop_image_to_patches: always resized to the canvas
+            th, tw = ip.size["height"], ip.size["width"]
             cols, rows = get_optimal_tiled_canvas((height, width), (th, tw), kw["min_patches"],
                                                   kw["max_patches"])
             thumbnail = cols * rows != 1
-        else:  # one tile: the whole image resized to the tile size
+        else:  # one tile: the whole image, resized as PilBackend.resize does when do_resize
+            th, tw = resize_output_size(ip.size, height, width) if ip.do_resize else (height, width)
             cols, rows, thumbnail = 1, 1, False
         return {"tile": (th, tw), "tiles": (rows, cols), "thumbnail": thumbnail,
                 "grid": self._tokens_per_tile()}
 
     def preprocess(self, pixels: torch.Tensor, layout: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         ip = self.image_processor
-        mode = pil_resample_to_mode(ip.resample)
         (th, tw), (rows, cols) = layout["tile"], layout["tiles"]
-        x = resize(pixels, rows * th, cols * tw, mode=mode)
+        x = pil_resize(pixels, rows * th, cols * tw, ip.resample)
         tiles = [x[:, r * th:(r + 1) * th, c * tw:(c + 1) * tw] for r in range(rows) for c in range(cols)]
-        if layout["thumbnail"]:
-            tiles.append(resize(pixels, th, tw, mode=mode))
+        if layout["thumbnail"]:  # resized from the original image, not from the canvas
+            tiles.append(pil_resize(pixels, th, tw, ip.resample))
         x = torch.stack(tiles)
         x = x * (ip.rescale_factor * 255.0) if ip.do_rescale else x * 255.0
         if ip.do_normalize:

@@ -8,7 +8,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForCon
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from mmguard.models.base import LVLMAdapter, TemplatePieces
-from mmguard.models.processing import normalize, pil_resample_to_mode, resize
+from mmguard.models.processing import center_crop, normalize, pil_resize, resize_output_size
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
 from mmguard.core.constants import CLIP_MEAN, CLIP_STD
@@ -52,20 +52,21 @@ class LlavaAdapter(LVLMAdapter):
 
     # --- image processing (CLIPImageProcessor: resize shortest edge, center crop, rescale, normalize)
     def layout(self, height: int, width: int) -> Dict[str, Any]:
-        short = self.image_processor.size["shortest_edge"]
-        scale = short / min(height, width)
-        rh, rw = (short, int(short * width / height)) if height <= width else (int(short * height / width), short)
-        ch, cw = self.image_processor.crop_size["height"], self.image_processor.crop_size["width"]
-        top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))
+        ip = self.image_processor
+        rh, rw = resize_output_size(ip.size, height, width) if ip.do_resize else (height, width)
+        ch, cw = (ip.crop_size["height"], ip.crop_size["width"]) if ip.do_center_crop else (rh, rw)
+        # the crop's top-left in the resized image, floored as image_transforms.center_crop does (negative where
+        # the crop is larger and center_crop pads)
+        top, left = (rh - ch) // 2, (rw - cw) // 2
         patch = self.model.config.vision_config.patch_size
-        return {"resized": (rh, rw), "crop": (top, left, ch, cw), "grid": (ch // patch, cw // patch), "scale": scale}
+        return {"resized": (rh, rw), "crop": (top, left, ch, cw), "grid": (ch // patch, cw // patch)}
 
     def preprocess(self, pixels: torch.Tensor, layout: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         ip = self.image_processor
-        x = resize(pixels, *layout["resized"], mode=pil_resample_to_mode(ip.resample))
-        top, left, ch, cw = layout["crop"]
-        x = x[:, top:top + ch, left:left + cw]
-        return {"pixel_values": normalize(x * ip.rescale_factor * 255.0, ip.image_mean, ip.image_std)}
+        x = pil_resize(pixels, *layout["resized"], ip.resample)
+        x = center_crop(x, *layout["crop"][2:])
+        x = x * ip.rescale_factor * 255.0 if ip.do_rescale else x * 255.0
+        return {"pixel_values": normalize(x, ip.image_mean, ip.image_std) if ip.do_normalize else x}
 
     def image_token_ids(self, layout) -> Tuple[List[int], List[int]]:
         gh, gw = layout["grid"]
@@ -83,4 +84,4 @@ class LlavaAdapter(LVLMAdapter):
         x0 = (left + xs * cw / gw) / rw
         x1 = (left + (xs + 1) * cw / gw) / rw
         return torch.stack([y0[:, None].expand(gh, gw), x0[None].expand(gh, gw),
-                            y1[:, None].expand(gh, gw), x1[None].expand(gh, gw)], -1).reshape(-1, 4)
+                            y1[:, None].expand(gh, gw), x1[None].expand(gh, gw)], -1).reshape(-1, 4).clamp(0, 1)

@@ -18,7 +18,7 @@ from transformers.models.mllama.image_processing_pil_mllama import (MllamaImageP
                                                                     get_optimal_tiled_canvas)
 
 from mmguard.models.base import LVLMAdapter, TemplatePieces
-from mmguard.models.processing import normalize, pil_resample_to_mode, resize
+from mmguard.models.processing import normalize, pil_resize
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
 from mmguard.core.constants import CLIP_MEAN, CLIP_STD
@@ -129,7 +129,7 @@ class MllamaAdapter(LVLMAdapter):
 
     def preprocess(self, pixels: torch.Tensor, layout: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         ip = self.image_processor
-        x = resize(pixels, *layout["resized"], mode=pil_resample_to_mode(ip.resample))
+        x = pil_resize(pixels, *layout["resized"], ip.resample)
         (ch, cw), (th, tw), t = layout["canvas"], layout["tiles"], layout["tile"]
         x = F.pad(x, (0, cw - x.shape[-1], 0, ch - x.shape[-2]))  # zero pad bottom/right *before* normalizing
         if ip.do_rescale:

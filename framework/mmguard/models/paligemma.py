@@ -14,7 +14,7 @@ from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGe
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
 from mmguard.models.base import LVLMAdapter, TemplatePieces
-from mmguard.models.processing import normalize, pil_resample_to_mode, resize
+from mmguard.models.processing import normalize, pil_resize, resize_output_size
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
 from mmguard.core.constants import HALF_MEAN, HALF_STD
@@ -62,15 +62,16 @@ class PaliGemmaAdapter(LVLMAdapter):
 
     # --- image processing (SigLIP: plain resize to a fixed square, rescale, normalize; no crop)
     def layout(self, height: int, width: int) -> Dict[str, Any]:
-        size = self.image_processor.size
-        rh, rw = size["height"], size["width"]
+        ip = self.image_processor
+        rh, rw = resize_output_size(ip.size, height, width) if ip.do_resize else (height, width)
         patch = self.model.config.vision_config.patch_size
         return {"resized": (rh, rw), "grid": (rh // patch, rw // patch)}
 
     def preprocess(self, pixels: torch.Tensor, layout: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         ip = self.image_processor
-        x = resize(pixels, *layout["resized"], mode=pil_resample_to_mode(ip.resample))
-        return {"pixel_values": normalize(x * ip.rescale_factor * 255.0, ip.image_mean, ip.image_std)}
+        x = pil_resize(pixels, *layout["resized"], ip.resample)
+        x = x * ip.rescale_factor * 255.0 if ip.do_rescale else x * 255.0
+        return {"pixel_values": normalize(x, ip.image_mean, ip.image_std) if ip.do_normalize else x}
 
     def image_token_ids(self, layout) -> Tuple[List[int], List[int]]:
         gh, gw = layout["grid"]

@@ -15,7 +15,7 @@ from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, 
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
 from mmguard.models.base import LVLMAdapter, TemplatePieces
-from mmguard.models.processing import normalize, pil_resample_to_mode, resize
+from mmguard.models.processing import normalize, pil_resize
 from mmguard.models.tokenizer import build_tiny_tokenizer
 from mmguard.models.zoo import register_family
 from mmguard.core.constants import CLIP_MEAN, CLIP_STD
@@ -93,9 +93,7 @@ class QwenVLMixin:
 
     def preprocess(self, pixels: torch.Tensor, layout: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         ip = self.image_processor
-        x = pixels
-        if ip.do_resize:
-            x = resize(x, *layout["resized"], mode=pil_resample_to_mode(ip.resample))
+        x = pil_resize(pixels, *layout["resized"], ip.resample)
         if ip.do_rescale:
             x = x * (255.0 * ip.rescale_factor)
         if ip.do_normalize:
