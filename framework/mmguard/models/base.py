@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import re
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from transformers import GenerationConfig
 
 from mmguard.data.sample import Sample
 from mmguard.models import attention_tap
@@ -195,18 +197,21 @@ class LVLMAdapter:
         return [i for i in ids if i is not None]
 
     # ----------------------------------------------------------------- batches
-    def collate(self, encoded: Sequence[Encoded], images: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Right-pad a batch and add pixel inputs (``images`` raw, in [0, 1], differentiable)."""
+    def collate(self, encoded: Sequence[Encoded], images: Sequence[torch.Tensor],
+                padding_side: Literal["right", "left"] = "right") -> Dict[str, torch.Tensor]:
+        """Pad a batch (right for training; left for generation, so that every prompt ends at the last column)
+        and add pixel inputs (``images`` raw, in [0, 1], differentiable)."""
         length = max(len(e) for e in encoded)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(encoded), length), pad, dtype=torch.long)
         labels = torch.full((len(encoded), length), -100, dtype=torch.long)
         attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
-        for i, e in enumerate(encoded):
-            input_ids[i, :len(e)] = e.input_ids
-            labels[i, :len(e)] = e.labels
-            attention_mask[i, :len(e)] = 1
-        answer_start = torch.tensor([e.answer_start for e in encoded])
+        offsets = [length - len(e) if padding_side == "left" else 0 for e in encoded]
+        for i, (e, at) in enumerate(zip(encoded, offsets)):
+            input_ids[i, at:at + len(e)] = e.input_ids
+            labels[i, at:at + len(e)] = e.labels
+            attention_mask[i, at:at + len(e)] = 1
+        answer_start = torch.tensor([e.answer_start + at for e, at in zip(encoded, offsets)])
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         batch.update(self.extra_token_inputs(input_ids, attention_mask, answer_start))
         batch.update(self.process(images))
@@ -228,44 +233,47 @@ class LVLMAdapter:
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample], max_new_tokens: int = 8, batch_size: int = 32) -> List[str]:
-        """Greedy decoding. Prompts of equal length decode together, so no padding enters the model."""
+        """Greedy decoding with a KV cache: each prompt is run once, then one token per step.
+
+        Prompts of any length and images of any size decode together: they are left-padded (the model takes
+        its position ids from the attention mask, so padding shifts nothing) and sorted by length so that
+        little padding is run. Each answer is the text of its tokens up to the first stop token.
+        """
         was_training = self.model.training
         self.model.eval()
         encs = [self.encode(s, with_answer=False) for s in samples]
+        order = sorted(range(len(samples)), key=lambda i: len(encs[i]))
+        stop = self.stop_ids()
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stop,
+                                  pad_token_id=self.tokenizer.pad_token_id)
         outputs: List[str] = [""] * len(samples)
-        groups: Dict[Tuple, List[int]] = {}
-        for i, (e, s) in enumerate(zip(encs, samples)):
-            groups.setdefault((len(e), tuple(s.pil.size)), []).append(i)
-        stop = set(self.stop_ids())
-        for members in groups.values():
-            for start in range(0, len(members), batch_size):
-                idx = members[start:start + batch_size]
-                ids = torch.stack([encs[i].input_ids for i in idx]).to(self.device)
-                pixel_inputs = self.to_device(self.process([samples[i].pixels() for i in idx]))
-                answer_start = torch.tensor([encs[i].answer_start for i in idx])
-                done = torch.zeros(len(idx), dtype=torch.bool)
-                new_tokens: List[torch.Tensor] = []
-                for _ in range(max_new_tokens):
-                    mask = torch.ones_like(ids)
-                    extra = self.to_device(self.extra_token_inputs(ids.cpu(), mask.cpu(), answer_start))
-                    logits = self.model(input_ids=ids, attention_mask=mask, **extra, **pixel_inputs,
-                                        use_cache=False).logits[:, -1]
-                    nxt = logits.argmax(-1)
-                    new_tokens.append(nxt.cpu())
-                    done |= torch.tensor([int(t) in stop for t in nxt.cpu()])
-                    ids = torch.cat([ids, nxt[:, None]], dim=1)
-                    if bool(done.all()):
-                        break
-                gen = torch.stack(new_tokens, 1)
-                for row, i in enumerate(idx):
-                    toks = []
-                    for t in gen[row].tolist():
-                        if t in stop:
-                            break
-                        toks.append(t)
-                    outputs[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
-        self.model.train(was_training)
+        try:
+            with self._only_generation_config(config):
+                for start in range(0, len(order), batch_size):
+                    idx = order[start:start + batch_size]
+                    batch = self.collate([encs[i] for i in idx], [samples[i].pixels() for i in idx],
+                                         padding_side="left")
+                    prompt_len = batch["input_ids"].shape[1]
+                    kwargs = self.to_device({k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS})
+                    new_tokens = self.model.generate(**kwargs, generation_config=config)[:, prompt_len:].tolist()
+                    for row, i in enumerate(idx):
+                        toks = list(itertools.takewhile(lambda t: t not in stop, new_tokens[row]))
+                        outputs[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+        finally:
+            self.model.train(was_training)
         return outputs
+
+    @contextlib.contextmanager
+    def _only_generation_config(self, config: GenerationConfig) -> Iterator[None]:
+        """``model.generate`` fills every option its config leaves unset from ``model.generation_config``: a
+        checkpoint's defaults (sampling, repetition penalty, suppressed tokens) would turn greedy argmax into
+        something else. Within the block the model's own config is the one given."""
+        saved = self.model.generation_config
+        self.model.generation_config = config
+        try:
+            yield
+        finally:
+            self.model.generation_config = saved
 
     # ----------------------------------------------------------------- attention
     def enable_attention_tap(self) -> None:

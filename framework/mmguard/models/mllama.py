@@ -163,8 +163,8 @@ class MllamaAdapter(LVLMAdapter):
         is_image = (input_ids == self.image_token_id).long()
         return {"cross_attention_mask": (is_image.cumsum(1) > 0).long()}
 
-    def collate(self, encoded, images) -> Dict[str, torch.Tensor]:
-        batch = super().collate(encoded, images)
+    def collate(self, encoded, images, padding_side: str = "right") -> Dict[str, torch.Tensor]:
+        batch = super().collate(encoded, images, padding_side)
         batch["cross_attention_mask"] = dense_cross_attention_mask(batch["cross_attention_mask"],
                                                                    batch["aspect_ratio_mask"])
         return batch
