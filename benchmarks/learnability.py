@@ -15,7 +15,6 @@ import copy
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -53,16 +52,19 @@ def with_shortcut(samples):
 
 
 def fit(model, victim, train, test, seed=0):
-    from mmguard.engine.finetune import DEFAULT_TRAINER, evaluate, finetune
-    from mmguard.models import build_model
+    from mmguard.config.sections import FinetuneParams, TrainerParams
+    from mmguard.core.registry import VICTIMS
+    from mmguard.engine.finetune import evaluate, finetune
+    from mmguard.engine.models import build_adapter
+    from mmguard.models.zoo import ModelSpec
 
-    adapter = build_model(model, seed=seed, pretrained=victim["pretrained"])
-    v = SimpleNamespace(name=victim["name"], rank=8, alpha=16, dropout=0.0, lr=victim["lr"], weight_decay=0.0,
-                        warmup_ratio=0.1, epochs=victim["epochs"], batch_size=16, grad_accum=1,
-                        precision="32-true")
-    trainer = SimpleNamespace(**{**vars(DEFAULT_TRAINER), "progress_bar": False})
-    finetune(adapter, v, train, seed=seed, trainer_cfg=trainer)
-    return evaluate(adapter, test, max_new_tokens=6, trainer_cfg=trainer)["accuracy"]
+    adapter = build_adapter(ModelSpec(model, pretrained=victim["pretrained"], seed=seed))
+    params = {"rank": 8, "alpha": 16, "dropout": 0.0} if victim["name"] == "lora" else {}
+    trainer = TrainerParams(progress_bar=False)
+    finetune(adapter, VICTIMS.build(victim["name"], **params),
+             FinetuneParams(lr=victim["lr"], epochs=victim["epochs"], batch_size=16), train, seed=seed,
+             trainer=trainer)
+    return evaluate(adapter, test, max_new_tokens=6, trainer=trainer)["accuracy"]
 
 
 def main(argv=None) -> dict:

@@ -6,7 +6,7 @@ training and qlora) and run by the Runner, which protects the train set once per
 every victim and probe. Writes JSON and a markdown table beside this script (or where --json says).
 
     python benchmarks/threat_matrix.py                  # the full matrix (2 processes; about 30 min on 2 cores)
-    python benchmarks/threat_matrix.py --quick          # a few-minute smoke run (random-init models, 1 epoch)
+    python benchmarks/threat_matrix.py --quick          # a few-minute smoke run (recipes/debug.yaml overlay)
     python benchmarks/threat_matrix.py recipes/threat/whitebox.yaml --set data.n_train=128
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Dict, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 THREATS = [ROOT / "recipes" / "threat" / f"{t}.yaml" for t in ("whitebox", "graybox", "blackbox")]
 MATRIX = ROOT / "recipes" / "threat" / "matrix.yaml"
+DEBUG = ROOT / "recipes" / "debug.yaml"  # --quick: the smoke-run overlay
 HERE = Path(__file__).resolve().parent
 
 # What the issue asks the matrix to cover: probe names (a probe's label may differ) and victim recipes.
@@ -36,30 +37,13 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def quick_config(cfg) -> None:
-    """The smoke version: random-init models, a few samples, one epoch, one protection round, 2 UEraser copies."""
-    cfg.data.n_train, cfg.data.n_test = 8, 4
-    for v in cfg.victims:
-        v.pretrained, v.epochs, v.batch_size = False, 1, 8
-        if v.adv_steps:
-            v.adv_steps = 1
-    for a in cfg.attacks:
-        a.R, a.P, a.top_k, a.verify_k, a.eps_t, a.batch_size = 1, 1, 2, 1, 2, 8
-        if "surrogates" in a:
-            a.surrogates = [{"name": s, "pretrained": False} if isinstance(s, str) else
-                            {**_plain(s), "pretrained": False} for s in a.surrogates]
-    for p in cfg.probes:
-        if p.name == "ueraser":
-            p.copies = 2
-
-
 def check_coverage(cfgs: Sequence) -> None:
     """Fail early when the matrix leaves out a probe the issue lists."""
     names = set()
     for cfg in cfgs:
         for p in cfg.probes:
             names.add(p.name)
-            names.update(q["name"] if isinstance(q, dict) else q for q in p.get("probes", []) or [])
+            names.update(q["name"] if isinstance(q, dict) else q for q in p.params.get("probes", []) or [])
     missing = [p for p in REQUIRED_PROBES if p not in names]
     if missing:
         print(f"[threat_matrix] note: the matrix has no {', '.join(missing)} probe", file=sys.stderr)
@@ -81,12 +65,12 @@ def run_threat(cfg, runs: Path) -> Dict:
         row["clean_accuracy"] = clean.get((r["victim"], r["probe"]))
         rows.append(row)
     attacks = {}
-    for label, ps in (runner._protected or {}).items():
+    for label, ps in runner.protected.items():
         attacks[label] = {"surrogates": ps.surrogates, "psnr": ps.summary["psnr"], "ssim": ps.summary["ssim"],
                           "linf_max_255": ps.summary.get("linf_max_255"), "protect_seconds": ps.summary["seconds"],
                           "rounds": ps.summary["rounds"]}
     return {"threat": cfg.name, "wall_s": wall, "victims": [_victim(v) for v in cfg.victims],
-            "probes": [dict(p) for p in _plain(cfg.probes)], "attacks": attacks, "rows": rows,
+            "probes": [probe_tree(p) for p in cfg.probes], "attacks": attacks, "rows": rows,
             "out": _rel(runs / cfg.name)}
 
 
@@ -118,18 +102,16 @@ def add_threat(result: Dict, threat: Dict) -> None:
     result["threats"].append(threat)
 
 
-def _plain(x):
-    from omegaconf import OmegaConf
+def probe_tree(p) -> Dict:
+    from mmguard.config.spec import probe_tree as tree
 
-    return OmegaConf.to_container(x, resolve=True)
+    return tree(p)
 
 
 def _victim(v) -> Dict:
-    from mmguard.recipe import victim_label
-
-    d = _plain(v)
-    return {"label": victim_label(v), "model": d["model"], "name": d["name"], "epochs": d["epochs"], "lr": d["lr"],
-            "adv_eps": d["adv_eps"], "adv_steps": d["adv_steps"], "probes": d["probes"]}
+    f = v.finetune
+    return {"label": v.label, "model": v.model.name, "name": v.name, "epochs": f.epochs, "lr": f.lr,
+            "adv_eps": f.adv_eps, "adv_steps": f.adv_steps, "probes": v.probes}
 
 
 # -- markdown ----------------------------------------------------------------------------------------------
@@ -197,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     import torch
 
     from mmguard.core.io import atomic_write_json, atomic_write_text
-    from mmguard.recipe import load_recipe
+    from mmguard.config.recipe import load_recipe
 
     threads = int(os.environ.get("MMGUARD_NUM_THREADS", "1"))
     torch.set_num_threads(threads)
@@ -207,12 +189,8 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     runs = Path(args.runs) if args.runs else (quick_dir if args.quick else ROOT / "runs" / "threat_matrix")
     recipes = [Path(r) for r in args.recipes] or THREATS
 
-    cfgs = []
-    for path in recipes:  # every recipe validated before any work starts
-        cfg = load_recipe(path, args.overrides, overlays=[args.matrix])
-        if args.quick:
-            quick_config(cfg)
-        cfgs.append(cfg)
+    overlays = [args.matrix] + ([DEBUG] if args.quick else [])
+    cfgs = [load_recipe(path, args.overrides, overlays=overlays) for path in recipes]  # all checked before work
     check_coverage(cfgs)
 
     t0 = time.time()

@@ -14,3 +14,4 @@ def synthetic_small():
     from mmguard.data.synthetic import generate
 
     return generate(8, seed=0, types=("colour", "count", "position", "colour_choice"))
+

@@ -1,4 +1,8 @@
-"""The ``mmguard`` command."""
+"""The ``mmguard`` command. It only wires: a recipe is loaded into its spec, and engine functions do the work.
+
+A mistake the user can fix (a ``UserError``: recipe key, data file, model name, output folder) prints one line,
+``mmguard: error: ...``, and exits 2 with nothing on disk changed; ``--debug`` shows the traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,13 +13,14 @@ from typing import List, Optional
 KINDS = ("models", "datasets", "attacks", "victims", "probes")
 
 
-def _recipe(args):
-    from mmguard.recipe import load_recipe
+def _spec(args):
+    from mmguard.config.recipe import load_recipe
 
-    return load_recipe(args.recipe, args.overrides)
+    return load_recipe(args.recipe, args.overrides, overlays=args.overlay)
 
 
 def cmd_list(args) -> int:
+    from mmguard.core.params import explain
     from mmguard.core.registry import REGISTRIES
 
     kinds = [args.kind] if args.kind else list(KINDS)
@@ -24,21 +29,24 @@ def cmd_list(args) -> int:
         print(f"{kind} ({len(reg)}):")
         for name in reg.names(args.pattern or "*"):
             print(f"  {name}")
+            if args.params and kind != "models":
+                for line in explain(reg.get(name)):
+                    print(f"      {line}")
     return 0
 
 
 def cmd_run(args) -> int:
-    cfg = _recipe(args)
+    spec = _spec(args)
     if args.print_config:
-        from mmguard.recipe import dump
+        from mmguard.config.recipe import dump
 
-        print(dump(cfg))
+        print(dump(spec), end="")
         return 0
     from mmguard.engine.runner import run_recipe
 
-    run_recipe(cfg, args.out)
+    run_recipe(spec, args.out)
     if not args.no_report:
-        out = args.out or cfg.out
+        out = args.out or spec.out
         try:
             _write_report(out, samples=4, attention=True, layer=0)
         except Exception as err:  # noqa: BLE001 - the results are written; the report can be made again
@@ -62,32 +70,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_protect(args) -> int:
-    """Protect the recipe's train split with its first attack (or ``--attack NAME``) and write the data set."""
-    from omegaconf import OmegaConf
+    """Protect the recipe's train split with its first attack (or ``--attack LABEL``) and write the data set."""
+    from mmguard.engine.runner import protect_recipe
 
-    from mmguard.engine.protect import protect, write_protected
-    from mmguard.engine.runner import load_data
-
-    cfg = _recipe(args)
-    if not cfg.attacks:
-        raise SystemExit("mmguard: error: the recipe has no 'attacks' entry to run")
-    attacks = [OmegaConf.to_container(a, resolve=True) for a in cfg.attacks]
-    if args.attack:
-        chosen = [a for a in attacks if (a.get("label") or a["name"]) == args.attack]
-        if not chosen:
-            names = ", ".join(a.get("label") or a["name"] for a in attacks)
-            raise SystemExit(f"mmguard: error: --attack {args.attack}: the recipe's attacks are {names}")
-        attack = chosen[0]
-    else:
-        attack = attacks[0]
-    train = load_data(cfg)["train"]
-    v0 = cfg.victims[0]
-    ps = protect(attack, train, seed=cfg.seed, default_surrogates=[{"name": v0.model, "pretrained": v0.pretrained,
-                                                                   "seed": v0.seed}], trainer_cfg=cfg.trainer)
-    out = write_protected(ps, args.out, cfg.seed, train)
+    ps = protect_recipe(_spec(args), args.out, args.attack)
     s = ps.summary
     psnr = f"{s['psnr']:.2f} dB" if s["psnr"] is not None else "-"
-    print(f"wrote {out}/data.json ({s['n']} samples, attack {ps.attack}, surrogates {', '.join(ps.surrogates)}, "
+    print(f"wrote {args.out}/data.json ({s['n']} samples, attack {ps.label}, surrogates {', '.join(ps.surrogates)}, "
           f"PSNR {psnr}, max L-inf {s['linf_max_255']}/255)")
     return 0
 
@@ -95,50 +84,35 @@ def cmd_protect(args) -> int:
 def cmd_finetune(args) -> int:
     """Fine-tune the recipe's first victim on a data set on disk (e.g. a protected one) and evaluate it on the
     recipe's clean test split."""
-    from mmguard.engine.runner import Runner, load_data, victim_label
-    from mmguard.core.registry import DATASETS
+    from mmguard.engine.runner import finetune_recipe
 
-    cfg = _recipe(args)
-    runner = Runner(cfg, args.out)
-    runner.out.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg)
-    train, test = data["train"], data["test"]
-    if args.train:
-        train = DATASETS.get("llava_json")(train=args.train, test=args.train)["train"]
-    v = cfg.victims[0]
-    res = runner.fit_and_eval(v, train, test, f"finetune__{victim_label(v)}")
-    runner.add_row(runner._row(args.name, victim_label(v), "none", res["accuracy"], None, train=args.train))
+    res = finetune_recipe(_spec(args), args.out, args.train, args.name)
     print(f"accuracy on the clean test split: {res['accuracy']:.3f} ({res['n']} samples)")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from mmguard.engine.finetune import evaluate
-    from mmguard.engine.runner import build_victim_model, load_data
+    from mmguard.engine.runner import evaluate_recipe
 
-    cfg = _recipe(args)
-    v = cfg.victims[0]
-    adapter = build_victim_model(cfg, v)
-    if args.weights:
-        from safetensors.torch import load_model
-
-        load_model(adapter.model, args.weights, strict=False)
-    res = evaluate(adapter, load_data(cfg)["test"], max_new_tokens=cfg.eval.max_new_tokens,
-                   batch_size=cfg.eval.batch_size)
-    print(f"{v.model}: accuracy {res['accuracy']:.3f} on {res['n']} test samples")
+    spec = _spec(args)
+    res = evaluate_recipe(spec, args.weights)
+    print(f"{spec.victims[0].model.name}: accuracy {res['accuracy']:.3f} on {res['n']} test samples")
     return 0
 
 
 def cmd_zoo(args) -> int:
-    from mmguard.models import build_model
     from mmguard.core.registry import MODELS
+    from mmguard.engine.models import build_adapter
+    from mmguard.engine.pretrain import PRETRAIN
+    from mmguard.models.zoo import ModelSpec, twin_path
 
-    names = args.models or MODELS.names("tiny-*")
-    for name in names:
-        adapter = build_model(name, seed=args.seed, pretrained=True)
-        from mmguard.models.pretrain import twin_path
+    for name in args.models or MODELS.names("tiny-*"):
+        if name not in MODELS:
+            from mmguard.core.errors import UserError
 
-        print(f"{name}: {twin_path(adapter, args.seed)}")
+            raise UserError(MODELS.unknown_message(name))
+        adapter = build_adapter(ModelSpec(name, pretrained=True, seed=args.seed))
+        print(f"{name}: {twin_path(adapter, args.seed, PRETRAIN)}")
     return 0
 
 
@@ -152,21 +126,26 @@ def set_cpu_threads() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmguard", description="Unlearnable image-text data for LVLMs, benchmarked.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="list registered components")
     s.add_argument("kind", nargs="?", choices=KINDS)
     s.add_argument("--pattern", default=None, help="wildcard filter, e.g. 'tiny-*'")
+    s.add_argument("--params", action="store_true", help="show each component's parameters and their ranges")
     s.set_defaults(fn=cmd_list)
 
-    def recipe_args(s):
+    def recipe_args(s, out_required: bool = False):
         s.add_argument("recipe", help="recipe YAML")
         s.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. victims.0.epochs=3 seed=1")
-        s.add_argument("--out", default=None, help="output folder (default: the recipe's 'out')")
+        s.add_argument("--overlay", action="append", default=[], metavar="YAML",
+                       help="a recipe merged after RECIPE (repeatable), e.g. recipes/debug.yaml for a smoke run")
+        s.add_argument("--out", required=out_required, default=None,
+                       help="output folder" + ("" if out_required else " (default: the recipe's 'out')"))
 
     s = sub.add_parser("run", help="run the whole benchmark of a recipe")
     recipe_args(s)
-    s.add_argument("--print-config", action="store_true", help="print the merged, validated recipe and exit")
+    s.add_argument("--print-config", action="store_true", help="print the resolved recipe (every default) and exit")
     s.add_argument("--no-report", action="store_true", help="skip report.html (make it later: mmguard report DIR)")
     s.set_defaults(fn=cmd_run)
 
@@ -178,10 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("protect", help="protect the recipe's train split and write the data set")
-    s.add_argument("recipe", help="recipe YAML")
-    s.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. attacks.0.R=3")
-    s.add_argument("--out", required=True, help="output folder for data.json, images/, manifest.json")
-    s.add_argument("--attack", default=None, help="which of the recipe's attacks (name or label; default first)")
+    recipe_args(s, out_required=True)
+    s.add_argument("--attack", default=None, help="which of the recipe's attacks (its label; default the first)")
     s.set_defaults(fn=cmd_protect)
 
     s = sub.add_parser("finetune", help="fine-tune the recipe's first victim, evaluate on its clean test split")
@@ -192,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="evaluate the recipe's first victim model (zero-shot or given weights)")
     recipe_args(s)
-    s.add_argument("--weights", default=None, help="safetensors weights to load first")
+    s.add_argument("--weights", default=None, help="safetensors weights to load first (every key must match)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("zoo", help="the tiny model zoo")
@@ -215,12 +192,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     set_cpu_threads()
-    from mmguard.recipe import RecipeError
-    from mmguard.core.registry import RegistryError
+    from mmguard.core.errors import UserError
 
     try:
         return args.fn(args)
-    except (RecipeError, RegistryError, FileNotFoundError) as err:
+    except UserError as err:
+        if args.debug:
+            raise
         print(f"mmguard: error: {err}", file=sys.stderr)
         return 2
 

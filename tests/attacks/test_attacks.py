@@ -2,35 +2,32 @@
 the protection loss falls, the same seed repeats exactly, and triggers are inserted and admissible."""
 import json
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from helpers import CPU, attack_spec
 from PIL import Image
 
 from mmguard.attacks import hotflip
-from mmguard.data.synthetic import generate
-from mmguard.engine.protect import protect, write_protected
 from mmguard.core.registry import ATTACKS, MODELS
+from mmguard.data.synthetic import generate
+from mmguard.engine.protect import build_protection, protect, write_protected
 
-TRAINER = SimpleNamespace(accelerator="cpu", devices=1, strategy="auto", num_nodes=1, progress_bar=False,
-                          deterministic=True)
 FAMILIES = [n for n in MODELS.names("tiny-*") if not n.endswith("-wide")]
 FAST = {"R": 2, "P": 2, "Q": 1, "top_k": 4, "verify_k": 2, "eps_t": 2, "batch_size": 4}
 
 
 def run(attack, family, seed=0, n=4, **extra):
     samples = generate(n, seed=5, types=("colour",))
-    cfg = {"name": attack, "surrogates": [{"name": family, "pretrained": False}], **FAST, **extra}
-    return samples, protect(cfg, samples, seed=seed, trainer_cfg=TRAINER)
+    return samples, protect(attack_spec(attack, [family], seed=seed, each={**FAST, **extra}), samples, trainer=CPU)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("attack", ATTACKS.names())
 def test_attack_on_family(attack, family, tmp_path):
     samples, ps = run(attack, family)
-    spec = ATTACKS.get(attack)
+    cls = ATTACKS.get(attack)
     out = write_protected(ps, tmp_path / "prot", seed=0, clean=samples)
     data = json.loads((out / "data.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
@@ -40,12 +37,12 @@ def test_attack_on_family(attack, family, tmp_path):
         png = np.asarray(Image.open(out / entry["image"]).convert("RGB")).astype(int)
         diff = np.abs(png - np.asarray(clean.pil).astype(int)).max()
         assert diff <= eps, f"{entry['id']}: L-inf {diff}/255 > {eps}/255"
-        if spec.image:
+        if cls.image:
             assert diff > 0
         else:
             assert diff == 0
     questions = [e["conversations"][0]["value"] for e in data]
-    if spec.text:
+    if cls.text:
         adm = set(hotflip.token_strings(ps_tokenizer(family))[i] for i in
                   hotflip.admissible_vocabulary(ps_tokenizer(family)).tolist())
         for q, clean, row in zip(questions, samples, ps.per_sample):
@@ -56,7 +53,7 @@ def test_attack_on_family(attack, family, tmp_path):
             assert all(w in adm for w in words), trig
     else:
         assert all(r["trigger"] is None for r in ps.per_sample)
-    if spec.optimize:
+    if cls.optimize:
         assert len(ps.history) >= 1
 
 
@@ -78,27 +75,28 @@ def test_same_seed_same_protection(attack):
         assert x.question == y.question
 
 
+def module_for(samples, attack, **keys):
+    module = build_protection(attack_spec(attack, each={**FAST, "Q": 0, **keys}), samples)
+    module.log = lambda *a, **k: None  # training_step outside a Trainer: nothing to log to
+    return module
+
+
+def l_prot(module, samples, images=None):
+    with torch.no_grad():
+        views = module.views(samples, [module.triggers[s.id] for s in samples])
+        images = module.protected_images(samples) if images is None else images
+        return float(module.l_prot(views, images, [module.store.get(s) for s in samples]).mean())
+
+
 @pytest.mark.parametrize("attack", [a for a in ATTACKS.names() if ATTACKS.get(a).optimize])
 def test_protection_loss_falls(attack):
     """With the surrogate held fixed (Q=0: LoRA re-initialized to zero each round), l_prot must fall."""
-    from mmguard.engine.protection import ProtectionModule
-    from mmguard.engine.protect import build_attack
-    from mmguard.models import build_model
-
     samples = generate(8, seed=5, types=("colour",))
-    module = ProtectionModule([build_model("tiny-llava", seed=0)], build_attack(
-        {"name": attack, **FAST, "Q": 0, "P": 5}), samples, seed=0)
-
-    def l_prot():
-        with torch.no_grad():
-            return float(module.l_prot(samples, module.protected_images(samples),
-                                       [module.store.get(s) for s in samples]).mean())
-
-    before = l_prot()
-    module.log = lambda *a, **k: None  # training_step outside a Trainer: nothing to log to
+    module = module_for(samples, attack, P=5)
+    before = l_prot(module, samples)
     for _ in range(2):
         module.training_step([s.id for s in samples], 0)
-    assert l_prot() < before
+    assert l_prot(module, samples) < before
 
 
 def test_perturbations_are_stored_by_sample_id_not_batch_position():
@@ -132,73 +130,52 @@ def test_release_is_8bit_and_within_budget():
 def test_target_shift_pulls_towards_the_next_class():
     """target: shift optimizes each sample towards the next class's answer (and l_train is minimized even
     for a *_max attack)."""
-    from mmguard.engine.protect import build_attack
-    from mmguard.engine.protection import ProtectionModule
-    from mmguard.models import build_model
-
     samples = generate(12, seed=5, types=("colour",))
-    module = ProtectionModule([build_model("tiny-llava", seed=0)], build_attack(
-        {"name": "mmguard_bph_max", **FAST, "Q": 0, "P": 4, "target": "shift"}), samples, seed=0)
+    module = module_for(samples, "mmguard_bph_max", P=4, target="shift")
     classes = sorted({s.answer for s in samples})
     for s in samples:
         assert module.objective_samples[s.id].answer == classes[(classes.index(s.answer) + 1) % len(classes)]
-    before = float(module.l_prot(samples, module.protected_images(samples)).mean())
-    module.log = lambda *a, **k: None
+    before = l_prot(module, samples)
     module.training_step([s.id for s in samples], 0)
-    assert float(module.l_prot(samples, module.protected_images(samples)).mean()) < before
-    with pytest.raises(ValueError, match="target"):
-        build_attack({"name": "em_image", "target": "sideways"})
+    assert l_prot(module, samples) < before
 
 
 def test_expectation_over_transformation_through_differentiable_jpeg():
     """eot: the image loss is averaged over differentiable probe versions (kornia's JPEG among them); the
-    perturbation then differs from the plain one, the loss under JPEG falls, and bad probes fail early."""
-    from mmguard.engine.protect import build_attack
-    from mmguard.engine.protection import ProtectionModule
-    from mmguard.models import build_model
-
+    perturbation then differs from the plain one, and the loss under JPEG falls."""
     samples = generate(6, seed=5, types=("colour",))
     eot = [{"name": "jpeg", "quality": 75}, {"name": "blur"}, {"name": "none"}]
-    module = ProtectionModule([build_model("tiny-llava", seed=0)], build_attack(
-        {"name": "em_image", **FAST, "Q": 0, "P": 4, "init": "zero", "eot": eot}), samples, seed=0)
+    module = module_for(samples, "em_image", P=4, init="zero", eot=eot)
     assert len(module.eot_images(module.protected_images(samples))) == 3
+    jpeg = module.eot[0]
 
     def under_jpeg():
-        with torch.no_grad():
-            views = [module.eot[0].differentiable(img[None])[0] for img in module.protected_images(samples)]
-            return float(module._l_prot(samples, views).mean())
+        module.eot = []
+        try:
+            return l_prot(module, samples, [jpeg.differentiable(x[None])[0] for x in module.protected_images(samples)])
+        finally:
+            module.eot = [jpeg, module_eot[1], None]
 
+    module_eot = list(module.eot)
     before = under_jpeg()
-    module.log = lambda *a, **k: None
     module.training_step([s.id for s in samples], 0)
     assert under_jpeg() < before
     assert all(module.store.get(s).abs().max() > 0 for s in samples)
-    with pytest.raises(ValueError, match="eot.0.name"):
-        build_attack({"name": "em_image", "eot": [{"name": "jpg"}]})
-    with pytest.raises(ValueError, match="does not change images"):
-        build_attack({"name": "em_image", "eot": [{"name": "case"}]})
-    with pytest.raises(ValueError, match="eot.0.*differentiable"):
-        build_attack({"name": "em_image", "eot": [{"name": "mix", "fraction": 0.5}]})
 
 
 @pytest.mark.parametrize("attack", ["mmguard_bph", "mmguard_crs", "em_image"])
-def test_weighted_ensemble_of_two_families(attack, tmp_path):
+def test_weighted_ensemble_of_two_families(attack):
     """Delta shared in raw pixels, trigger shared as a string, each surrogate with its own processor,
-    template and spans; weights normalized."""
+    template and spans; weights normalized at load."""
     samples = generate(4, seed=5, types=("colour",))
-    cfg = {"name": attack, **FAST, "weights": [3, 1],
-           "surrogates": [{"name": "tiny-qwen2_5_vl", "pretrained": False},
-                          {"name": "tiny-paligemma", "pretrained": False}]}
-    ps = protect(cfg, samples, seed=0, trainer_cfg=TRAINER)
+    spec = attack_spec(attack, ["tiny-qwen2_5_vl", "tiny-paligemma"], each=FAST, weights=[3, 1])
+    assert spec.surrogates[1].name == "tiny-paligemma"
+    assert spec.weights == [0.75, 0.25]
+    ps = protect(spec, samples, trainer=CPU)
     assert ps.surrogates == ["tiny-qwen2_5_vl", "tiny-paligemma"]
     assert ps.summary["linf_max_255"] <= 8 and len(ps.history) >= 1
     if ATTACKS.get(attack).text:
         assert all(r["trigger"] and r["trigger"].startswith(" ") for r in ps.per_sample)
-    from mmguard.attacks.base import ensemble_weights
-
-    assert ensemble_weights(2, [3, 1]) == [0.75, 0.25]
-    with pytest.raises(ValueError, match="weights"):
-        ensemble_weights(3, [1, 1])
 
 
 @pytest.mark.parametrize("attack", [a for a in ATTACKS.names() if ATTACKS.get(a).image])
@@ -214,8 +191,3 @@ def test_psnr_floor_holds_on_released_images(attack):
     assert ps.summary["psnr"] >= floor
     _, free = run(attack, "tiny-llava", P=4)
     assert free.summary["psnr"] < floor  # the floor did something
-
-
-def test_psnr_floor_is_validated():
-    with pytest.raises(ValueError, match="psnr_min"):
-        ATTACKS.get("mmguard_bph")(psnr_min=80)

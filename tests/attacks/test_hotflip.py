@@ -7,6 +7,7 @@ import torch
 
 from mmguard.attacks import hotflip as H
 from mmguard.attacks.losses import l_train
+from mmguard.attacks.view import SurrogateView
 from mmguard.data.synthetic import generate
 from mmguard.models import build_model
 
@@ -102,10 +103,10 @@ def test_verify_scores_real_tokens_after_bpe_merge(llava, samples):
     table[c_merge] = 100.0
     table[[t for t in real if t not in assumed]] = -100.0
 
-    def loss_fn(encoded, batch):
-        return torch.stack([table[e.input_ids[e.spans["G"]]].sum() for e in encoded])
+    def loss_fn(view):
+        return torch.stack([table[e.input_ids[e.spans["G"]]].sum() for e in view.encoded])
 
-    evaluate = H.encoding_evaluator(a, samples[:1], [samples[0].pixels()], loss_fn)
+    evaluate = H.trigger_evaluator(make_view(a, samples[:1]), loss_fn)
     best, losses = H.verify([torch.tensor([[c_merge if i == j else c_plain] for i in range(len(current))])],
                             evaluate, tok, [current])
     out = a.encode(samples[0], trigger=best[0])
@@ -114,25 +115,31 @@ def test_verify_scores_real_tokens_after_bpe_merge(llava, samples):
     assert tok.decode(out.input_ids[out.spans["T"]]) == samples[0].prompt_question
 
 
+def make_view(adapter, samples):
+    """Trigger strings -> the view of ``samples`` with them inserted, on the clean images."""
+    def make(triggers):
+        return SurrogateView(adapter, samples, triggers, layers=[]).with_images([s.pixels() for s in samples])
+    return make
+
+
 def test_budget_rejects_longer_triggers(llava, samples):
-    evaluate = H.encoding_evaluator(llava, samples, [s.pixels() for s in samples],
-                                    lambda enc, batch: torch.zeros(len(enc)), max_tokens=2)
+    evaluate = H.trigger_evaluator(make_view(llava, samples), lambda view: torch.zeros(len(view.encoded)),
+                                   max_tokens=2)
     assert evaluate([" zephyr meadow", " zephyr meadow amber"]).tolist() == [0.0, float("inf")]
 
 
 def test_one_round_lowers_the_loss_on_tiny_llava(llava, samples):
     a = llava
-    images = [s.pixels() for s in samples]
 
-    def loss_fn(encoded, batch):  # the error-minimizing objective: answer NLL per sample
-        return l_train(a.forward(batch), batch["labels"], reduction="none")
+    def loss_fn(view):  # the error-minimizing objective: answer NLL per sample
+        return l_train(view.forward()[0], view.labels, reduction="none")
 
     triggers = [H.init_trigger(a.tokenizer, 2, np.random.default_rng(i)) for i in range(len(samples))]
-    before = H.encoding_evaluator(a, samples, images, loss_fn)(triggers)
-    new, losses = H.hotflip_round(a, samples, images, triggers, loss_fn, top_k=8, max_tokens=2)
+    before = H.trigger_evaluator(make_view(a, samples), loss_fn)(triggers)
+    new, losses = H.hotflip_round(make_view(a, samples), loss_fn, triggers, top_k=8, max_tokens=2)
     assert all(p.grad is None for p in a.model.parameters())  # the search leaves the model's grads alone
     assert bool((losses <= before).all()) and bool((losses < before - 1e-4).any())
-    after = H.encoding_evaluator(a, samples, images, loss_fn)(new)
+    after = H.trigger_evaluator(make_view(a, samples), loss_fn)(new)
     assert torch.allclose(after, losses, atol=1e-5)
     for s, t in zip(samples, new):
         e = a.encode(s, trigger=t)

@@ -1,24 +1,16 @@
 """The training data path re-draws random probes every epoch, deterministically."""
 import hashlib
-from types import SimpleNamespace
-
 import torch
+from helpers import CPU as TRAINER
 
+from mmguard.config.sections import FinetuneParams
+from mmguard.core.registry import PROBES, VICTIMS
 from mmguard.data.synthetic import generate
 from mmguard.engine import data as engine_data
 from mmguard.engine.data import EpochSampler, SampleDataset
 from mmguard.engine.finetune import finetune
 from mmguard.models import build_model
 
-TRAINER = SimpleNamespace(accelerator="cpu", devices=1, strategy="auto", num_nodes=1, progress_bar=False,
-                          deterministic=True)
-
-
-def victim(**kw):
-    base = dict(name="lora", rank=4, alpha=8, dropout=0.0, lr=1e-3, weight_decay=0.0, warmup_ratio=0.0,
-                epochs=3, batch_size=4, grad_accum=1, precision="32-true")
-    base.update(kw)
-    return SimpleNamespace(**base)
 
 
 def digest(sample) -> str:
@@ -36,8 +28,10 @@ def record_training(monkeypatch, probe, seed=0, epochs=3):
 
     monkeypatch.setattr(engine_data.TrainCollator, "__call__", spy)
     samples = generate(8, seed=1, types=("colour",), size=32)
-    finetune(build_model("tiny-llava", seed=0), victim(epochs=epochs), samples, seed=seed, trainer_cfg=TRAINER,
-             probe=probe)
+    finetune(build_model("tiny-llava", seed=0), VICTIMS.build("lora", rank=4, alpha=8, dropout=0.0),
+             FinetuneParams(lr=1e-3, warmup_ratio=0.0, epochs=epochs, batch_size=4), samples, seed=seed,
+             trainer=TRAINER, probe=None if probe is None else PROBES.build(probe["name"], **{
+                 k: v for k, v in probe.items() if k != "name"}))
     per_epoch = [dict(x for batch in seen[e * 2:(e + 1) * 2] for x in batch) for e in range(epochs)]
     assert all(len(e) == 8 for e in per_epoch)  # 8 samples, batches of 4: two batches per epoch
     return per_epoch

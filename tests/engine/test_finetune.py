@@ -1,30 +1,38 @@
 """A victim fine-tune through the Lightning engine really learns, and evaluation scores by generation."""
-from types import SimpleNamespace
-
 import pytest
+import torch
+from helpers import CPU as TRAINER
 
+from mmguard.attacks.losses import l_train
+from mmguard.config.sections import FinetuneParams
+from mmguard.core.registry import PROBES, VICTIMS
 from mmguard.data.synthetic import generate
+from mmguard.engine.data import TrainCollator
 from mmguard.engine.finetune import evaluate, finetune
+from mmguard.engine.steps import AdversarialStep, MaxOverCopies, StandardStep
+from mmguard.engine.victim_module import VictimModule
 from mmguard.models import build_model
 
-TRAINER = SimpleNamespace(accelerator="cpu", devices=1, strategy="auto", num_nodes=1, progress_bar=False,
-                          deterministic=True)
+
+def fit(adapter, train, name="full", seed=0, probe=None, **params):
+    """Fine-tune with FinetuneParams (lr 2e-3, 8 epochs, batch 32, warm-up 0.05 unless given)."""
+    params = {"lr": 2e-3, "warmup_ratio": 0.05, "epochs": 8, "batch_size": 32, **params}
+    own = {"rank": 8, "alpha": 16, "dropout": 0.0} if name != "full" else {}
+    return finetune(adapter, VICTIMS.build(name, **own), FinetuneParams(**params), train, seed=seed,
+                    trainer=TRAINER, probe=probe)
 
 
-def victim(**kw):
-    base = dict(name="full", rank=8, alpha=16, dropout=0.0, lr=2e-3, weight_decay=0.0, warmup_ratio=0.05,
-                epochs=8, batch_size=32, grad_accum=1, precision="32-true")
-    base.update(kw)
-    return SimpleNamespace(**base)
+def token_loss(adapter, batch, pixels=None):
+    return l_train(adapter.forward({**batch, **(pixels or {})}), batch["labels"], reduction="token_mean")
 
 
 def test_finetune_learns_held_out_synthetic_to_090():
     train = generate(400, seed=1, types=("colour",), prefix="tr")
     test = generate(100, seed=2, types=("colour",), prefix="te")
     adapter = build_model("tiny-llava", seed=0)
-    before = evaluate(adapter, test, max_new_tokens=4, trainer_cfg=TRAINER)["accuracy"]
-    finetune(adapter, victim(epochs=12), train, seed=0, trainer_cfg=TRAINER)
-    result = evaluate(adapter, test, max_new_tokens=4, trainer_cfg=TRAINER)
+    before = evaluate(adapter, test, max_new_tokens=4, trainer=TRAINER)["accuracy"]
+    fit(adapter, train, epochs=12)
+    result = evaluate(adapter, test, max_new_tokens=4, trainer=TRAINER)
     assert before < 0.4
     assert result["accuracy"] >= 0.9, result["predictions"][:5]
     assert len(result["predictions"]) == 100 and {"id", "prediction", "answer", "correct"} <= set(
@@ -36,7 +44,7 @@ def test_finetune_is_deterministic():
     outs = []
     for _ in range(2):
         adapter = build_model("tiny-llava", seed=0)
-        finetune(adapter, victim(epochs=1, batch_size=16), train, seed=3, trainer_cfg=TRAINER)
+        fit(adapter, train, seed=3, epochs=1, batch_size=16)
         outs.append(next(adapter.model.parameters()).detach().clone())
     assert (outs[0] - outs[1]).abs().max() == 0
 
@@ -45,90 +53,71 @@ def test_finetune_is_deterministic():
 def test_grad_accumulation_and_schedule_run(grad_accum):
     train = generate(16, seed=1, types=("colour",))
     adapter = build_model("tiny-llava", seed=0)
-    module = finetune(adapter, victim(name="lora", epochs=1, batch_size=4, grad_accum=grad_accum), train,
-                      seed=0, trainer_cfg=TRAINER)
+    module = fit(adapter, train, name="lora", epochs=1, batch_size=4, grad_accum=grad_accum)
     assert module.trainer.global_step == 2  # 4 batches / accumulation 2
 
 
 def test_adversarial_training_perturbs_inside_the_loop():
     """adv_eps/adv_steps: PGD on the raw images each step raises the batch loss within the budget, and the
     fine-tune runs through the engine."""
-    import torch
-
-    from mmguard.engine.data import TrainCollator
-    from mmguard.engine.victim_module import VictimModule, answer_token_loss
-    from mmguard.core.registry import VICTIMS
-
     samples = generate(8, seed=1, types=("colour",))
     adapter = build_model("tiny-llava", seed=0)
-    module = VictimModule(adapter, VICTIMS.build("full"), adv_eps=8 / 255, adv_steps=3)
+    step = AdversarialStep(8 / 255, 3)
+    module = VictimModule(adapter, VICTIMS.build("full"), step=step)
     batch = TrainCollator(adapter, keep_raw=True)(samples)
     with torch.no_grad():
-        clean_loss = float(answer_token_loss(adapter.forward(batch), batch["labels"]))
-        adv_loss = float(answer_token_loss(adapter.forward({**batch, **module.adversarial_pixels(batch)}),
-                                           batch["labels"]))
+        clean_loss = float(token_loss(adapter, batch))
+        adv_loss = float(token_loss(adapter, batch, step.pixels(module, batch)))
     assert adv_loss > clean_loss
-    finetune(adapter, victim(epochs=1, batch_size=4, adv_eps="8/255", adv_steps=2), samples, seed=0,
-             trainer_cfg=TRAINER)
+    module = fit(adapter, samples, epochs=1, batch_size=4, adv_eps=8 / 255, adv_steps=2)
+    assert isinstance(module.step, AdversarialStep) and module.step.steps == 2
 
 
 def test_ueraser_loss_is_the_max_over_copies():
     """The training step's loss is the batch mean of each sample's largest loss over its augmented copies,
     checked by hand: each copy of each sample through the model alone."""
-    import torch
-
-    from mmguard.engine.data import TrainCollator
-    from mmguard.engine.victim_module import VictimModule, answer_token_loss
-    from mmguard.core.registry import PROBES, VICTIMS
-
     samples = generate(4, seed=1, types=("colour", "count"), size=32)
     adapter = build_model("tiny-llava", seed=0)
     adapter.model.eval()  # no dropout: the hand computation must see the same function
     probe = PROBES.build("ueraser", copies=3)
-    module = VictimModule(adapter, VICTIMS.build("full"), augment=probe, seed=5)
+    step = MaxOverCopies(probe, StandardStep(), seed=5)
+    module = VictimModule(adapter, VICTIMS.build("full"), step=step)
     batch = TrainCollator(adapter, keep_raw=True)(samples)
     with torch.no_grad():
-        loss, per_copy = module.max_loss(batch, torch.Generator().manual_seed(11))
+        per_copy = step.per_copy_losses(module, batch, torch.Generator().manual_seed(11))
         copies = probe.augment_copies(torch.stack([s.pixels() for s in samples]), torch.Generator().manual_seed(11))
         hand = torch.zeros(3, 4)
         for k in range(3):
             for i, s in enumerate(samples):
                 one = TrainCollator(adapter)([s])
                 one.update(adapter.process([copies[k, i]]))
-                hand[k, i] = answer_token_loss(adapter.forward(one), one["labels"])
+                hand[k, i] = token_loss(adapter, one)
     assert torch.allclose(per_copy, hand, atol=1e-5)
-    assert torch.allclose(loss, hand.max(0).values.mean(), atol=1e-6)
-    assert loss > hand.mean() and not torch.equal(copies[0], copies[1])
+    assert per_copy.max(0).values.mean() > hand.mean() and not torch.equal(copies[0], copies[1])
     # training_step uses it, with the step's own seeded generator (seed, epoch, batch index)
     with torch.no_grad():
         step_loss = module.training_step(batch, 3)
-        again, _ = module.max_loss(batch, module.step_generator(3))
-        other, _ = module.max_loss(batch, module.step_generator(4))
+        again = step.per_copy_losses(module, batch, step.generator(0, 3)).max(0).values.mean()
+        other = step.per_copy_losses(module, batch, step.generator(0, 4)).max(0).values.mean()
     assert torch.allclose(step_loss, again) and not torch.allclose(again, other)
 
 
 def test_ueraser_max_loss_trains():
     """Fine-tuning with probe ueraser (max loss over 2 copies each step) lowers that loss and learns."""
-    import torch
-
-    from mmguard.engine.data import TrainCollator
-    from mmguard.engine.victim_module import VictimModule
-    from mmguard.core.registry import PROBES
-
     train = generate(64, seed=1, types=("colour",), prefix="tr")
     adapter = build_model("tiny-llava", seed=0)
     batch = TrainCollator(adapter, keep_raw=True)(train[:16])
+    step = MaxOverCopies(PROBES.build("ueraser", copies=2), StandardStep(), seed=0)
 
     def max_loss():
-        m = VictimModule(adapter, _Frozen(), augment=PROBES.build("ueraser", copies=2))
+        module = VictimModule(adapter, _Frozen(), step=step)
         adapter.model.eval()
         with torch.no_grad():
-            return float(m.max_loss(batch, torch.Generator().manual_seed(0))[0])
+            return float(step.per_copy_losses(module, batch, torch.Generator().manual_seed(0)).max(0).values.mean())
 
     before = max_loss()
-    module = finetune(adapter, victim(epochs=4, batch_size=16, lr=3e-3), train, seed=0, trainer_cfg=TRAINER,
-                      probe={"name": "ueraser", "copies": 2})
-    assert module.augment is not None and module.augment.copies == 2
+    module = fit(adapter, train, epochs=4, batch_size=16, lr=3e-3, probe=PROBES.build("ueraser", copies=2))
+    assert isinstance(module.step, MaxOverCopies) and module.step.probe.copies == 2
     assert max_loss() < 0.7 * before
 
 

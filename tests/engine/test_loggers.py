@@ -1,14 +1,13 @@
 """The logger section: csv (default), tensorboard, wandb (offline without an API key), none."""
-from types import SimpleNamespace
-
 import lightning as L
 import pytest
 
+from mmguard.config.sections import LoggerParams
 from mmguard.engine.trainer import build_logger
 
 
 def cfg(name, **kw):
-    return SimpleNamespace(name=name, project="mmguard-test", entity=None, tags=["t"], offline=kw.get("offline"))
+    return LoggerParams(name=name, project="mmguard-test", tags=["t"], offline=kw.get("offline"))
 
 
 def test_csv_and_none(tmp_path):

@@ -2,7 +2,7 @@
 import torch
 
 from mmguard.engine.runner import Runner
-from mmguard.recipe import load_recipe
+from mmguard.config.recipe import load_recipe
 
 RECIPE = """
 name: axis

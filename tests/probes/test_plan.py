@@ -4,7 +4,9 @@ import torch
 
 from mmguard.data.synthetic import generate
 from mmguard.probes import ProbePlan
+from mmguard.probes.base import sample_rng
 from mmguard.core.registry import PROBES
+from helpers import applied
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +35,15 @@ def pix(samples):
     {"name": "combo", "probes": [{"name": "mix", "fraction": 0.25}, "jpeg", "case"]},
 ])
 def test_deterministic_probes_are_applied_once(spec, clean, protected):
-    probe = PROBES.build(**spec)
+    probe = PROBES.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
     plan = probe.plan(protected, clean, seed=3)
     assert not plan.dynamic and plan.step is None
-    once = probe.apply(protected, clean=clean, seed=3)
-    assert torch.equal(pix(plan.samples), pix(once))
-    assert [s.question for s in plan.samples] == [s.question for s in once]
+    again = PROBES.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"}).plan(protected, clean, seed=3)
+    assert torch.equal(pix(plan.samples), pix(again.samples))
+    assert [s.question for s in plan.samples] == [s.question for s in again.samples]
+    if not probe.set_level and spec["name"] not in ("combo", "jpeg_case", "blur_whitespace"):
+        direct = [probe(s, sample_rng(3, s.id)) for s in protected]  # each sample alone, its own Generator
+        assert torch.equal(pix(plan.samples), pix(direct))
     assert plan.epoch(5)[2] is plan.samples[2]  # nothing left to draw
 
 
@@ -60,7 +65,7 @@ def test_random_probes_are_redrawn_every_epoch(name, protected):
 def test_combo_applies_the_prefix_once_and_redraws_from_the_first_random_stage(protected):
     combo = PROBES.build("combo", probes=[{"name": "jpeg", "quality": 30}, "rcp", {"name": "bitdepth", "bits": 2}])
     plan = combo.plan(protected, seed=0)
-    assert torch.equal(pix(plan.samples), pix(PROBES.build("jpeg", quality=30).apply(protected)))
+    assert torch.equal(pix(plan.samples), pix(applied(PROBES.build("jpeg", quality=30), protected)))
     assert [[p.name for _, p in stages] for stages in plan.redraw] == [["rcp", "bitdepth"]] * len(protected)
     for epoch in (0, 1):
         x = pix(plan.epoch(epoch))
@@ -87,7 +92,7 @@ def test_ueraser_goes_to_the_training_step(protected):
     combo = PROBES.build("combo", probes=["grayscale", {"name": "ueraser", "copies": 2}, "punctuation"])
     plan = combo.plan(protected, seed=0)
     assert plan.step.copies == 2 and not plan.dynamic
-    assert torch.equal(pix(plan.samples), pix(PROBES.build("grayscale").apply(protected)))
+    assert torch.equal(pix(plan.samples), pix(applied(PROBES.build("grayscale"), protected)))
     assert "," not in plan.samples[0].question
     with pytest.raises(ValueError, match="after 'ueraser'"):
         PROBES.build("combo", probes=["ueraser", "jpeg"]).plan(protected, seed=0)

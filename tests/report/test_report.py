@@ -97,7 +97,7 @@ def test_report_command_says_what_it_cannot_show(run_dir, tmp_path, capsys):
     (copy / "report.html").unlink()
     recipe = (copy / "recipe.yaml").read_text()
     recipe = recipe.replace("name: synthetic", f"name: llava_json\n  train: {tmp_path / 'gone.json'}")
-    recipe = recipe.replace("model: tiny-llava", "model: tiny-nosuchfamily")
+    recipe = recipe.replace("name: tiny-llava", "name: tiny-nosuchfamily")  # the surrogates
     (copy / "recipe.yaml").write_text(recipe)
     assert main(["report", str(copy), "--samples", "2"]) == 0
     page = (copy / "report.html").read_text()

@@ -4,7 +4,8 @@ import torch
 
 from mmguard.data.synthetic import generate
 from mmguard.engine.data import TrainCollator
-from mmguard.engine.victim_module import answer_token_loss
+from mmguard.attacks.losses import l_train
+from mmguard.core.params import declared
 from mmguard.models import build_model
 from mmguard.core.registry import VICTIMS
 from mmguard.victims.qlora import QLoRAUnavailable
@@ -16,7 +17,8 @@ FAMILIES = ["tiny-llava", "tiny-qwen2_5_vl"]
 @pytest.mark.parametrize("victim", VICTIMS.names())
 def test_victim_trains_its_parameters(victim, family):
     adapter = build_model(family, seed=0)
-    v = VICTIMS.build(victim, rank=4, alpha=8, dropout=0.0)
+    own = {"rank": 4, "alpha": 8, "dropout": 0.0}
+    v = VICTIMS.build(victim, **{k: x for k, x in own.items() if k in declared(VICTIMS.get(victim))})
     if victim == "qlora" and not torch.cuda.is_available():
         with pytest.raises(QLoRAUnavailable, match="GPU|bitsandbytes"):
             v.prepare(adapter)
@@ -43,7 +45,7 @@ def test_victim_trains_its_parameters(victim, family):
     opt = torch.optim.AdamW(params, lr=5e-3)
     losses = []
     for _ in range(6):
-        loss = answer_token_loss(adapter.forward(batch), batch["labels"])
+        loss = l_train(adapter.forward(batch), batch["labels"], reduction="token_mean")
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,4 +1,9 @@
-"""Protections (attacks, in the availability-poisoning vocabulary): losses, HotFlip and the attack loops.
-Importing this package registers every attack."""
-from mmguard.attacks import em_image, mmguard, multimodal, random_noise, trigger_text  # noqa: F401
-from mmguard.attacks.base import Attack, AttackConfig  # noqa: F401
+"""Protections (attacks, in the availability-poisoning vocabulary). Importing this package registers every attack:
+each module of it is imported, so a new attack is one new file."""
+import importlib
+import pkgutil
+
+from mmguard.attacks.base import Attack  # noqa: F401
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

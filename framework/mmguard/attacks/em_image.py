@@ -12,7 +12,7 @@ HUANG = {"alpha": 0.8 / 255, "P": 20, "Q": 10, "R": 10, "reinit": False, "init":
 @ATTACKS.register("em_image")
 class ErrorMinimizingImage(Attack):
     name = "em_image"
-    defaults = HUANG
+    loop_defaults = HUANG
 
 
 @ATTACKS.register("em_image_classwise")

@@ -145,52 +145,63 @@ def verify(candidates: Sequence[torch.Tensor], evaluate_fn: Callable[[List[str]]
     return best, best_loss
 
 
-LossFn = Callable[[List, Dict[str, torch.Tensor]], torch.Tensor]
+ViewLoss = Callable[[object], torch.Tensor]       # a SurrogateView -> (B,) losses
+MakeView = Callable[[List[Optional[str]]], object]  # trigger strings -> a SurrogateView with them inserted
 
 
-def encoding_evaluator(adapter, samples: Sequence, images: Sequence[torch.Tensor], loss_fn: LossFn,
-                       max_tokens: Optional[int] = None) -> Callable[[List[str]], torch.Tensor]:
-    """``evaluate_fn`` for ``verify`` on one surrogate: insert each trigger (``adapter.encode`` calls
-    ``insert_trigger``), re-tokenize, collate and return ``loss_fn(encoded, batch)`` per sample, (B,).
-    A trigger whose real tokens exceed ``max_tokens`` (the eps_t budget) scores +inf. Runs in eval mode so
-    that dropout does not decide between candidates. Sum several evaluators for an ensemble."""
-    images = [img.detach() for img in images]
+def trigger_evaluator(make_view: MakeView, loss_fn: ViewLoss, max_tokens: Optional[int] = None
+                      ) -> Callable[[List[str]], torch.Tensor]:
+    """``evaluate_fn`` for ``verify`` on one surrogate: ``make_view`` inserts each trigger and re-tokenizes, and
+    ``loss_fn`` scores the view per sample, (B,). A trigger whose real tokens exceed ``max_tokens`` (the eps_t
+    budget) scores +inf. Runs in eval mode so that dropout does not decide between candidates. Sum several
+    evaluators for an ensemble."""
 
     def evaluate(triggers: List[str]) -> torch.Tensor:
-        encoded = [adapter.encode(s, trigger=t) for s, t in zip(samples, triggers)]
-        was_training = adapter.model.training
-        adapter.model.eval()
+        view = make_view(triggers)
+        model = view.adapter.model
+        was_training = model.training
+        model.eval()
         try:
             with torch.no_grad():
-                losses = loss_fn(encoded, adapter.to_device(adapter.collate(encoded, images))).float().cpu()
+                losses = loss_fn(view).float().cpu()
         finally:
-            adapter.model.train(was_training)
+            model.train(was_training)
         if max_tokens is not None:
-            over = torch.tensor([e.spans["G"].numel() > max_tokens for e in encoded])
+            over = torch.tensor([e.spans["G"].numel() > max_tokens for e in view.encoded])
             losses = losses.masked_fill(over, float("inf"))
         return losses
 
     return evaluate
 
 
-def hotflip_round(adapter, samples: Sequence, images: Sequence[torch.Tensor], triggers: Sequence[str],
-                  loss_fn: LossFn, top_k: int = 64, max_tokens: Optional[int] = None
-                  ) -> Tuple[List[str], torch.Tensor]:
-    """One HotFlip round on one surrogate: gradient at the trigger embeddings of sum_i loss_fn_i, candidates
-    per sample, exact verification. ``loss_fn(encoded, batch)`` returns per-sample losses (B,) and must be
-    differentiable. Returns the new trigger strings and their losses."""
-    encoded = [adapter.encode(s, trigger=t) for s, t in zip(samples, triggers)]
-    batch = adapter.to_device(adapter.collate(encoded, [img.detach() for img in images]))
+def flip_candidates(view, loss_fn: ViewLoss, top_k: int = 64) -> Tuple[List[List[int]], List[torch.Tensor]]:
+    """First-order candidates for every trigger position of every sample of ``view``: the gradient of sum_i
+    loss_i at the trigger embeddings, scored against the admissible vocabulary. Returns (current trigger ids,
+    candidate ids (n_i, K)) per sample."""
+    adapter = view.adapter
     with embedding_grads(adapter) as store:
-        loss = loss_fn(encoded, batch).sum()
+        loss = loss_fn(view).sum()
     grads = torch.autograd.grad(loss, store["embeds"])[0]  # leaves the model's .grad untouched
     emb = adapter.model.get_input_embeddings().weight
     adm = admissible_vocabulary(adapter.tokenizer)
     current_ids, candidates = [], []
-    for b, e in enumerate(encoded):
+    for b, e in enumerate(view.encoded):
         g = e.spans["G"]
         current_ids.append(e.input_ids[g].tolist())
         ids, _ = hotflip_candidates(grads[b, g.to(grads.device)], e.input_ids[g], emb, adm, top_k)
         candidates.append(ids.cpu())
-    evaluate = encoding_evaluator(adapter, samples, images, loss_fn, max_tokens)
-    return verify(candidates, evaluate, adapter.tokenizer, current_ids)
+    return current_ids, candidates
+
+
+def hotflip_round(make_view: MakeView, loss_fn: ViewLoss, triggers: Sequence[Optional[str]], top_k: int = 64,
+                  verify_k: Optional[int] = None, max_tokens: Optional[int] = None,
+                  evaluate_fn: Optional[Callable[[List[str]], torch.Tensor]] = None) -> Tuple[List[str], torch.Tensor]:
+    """One HotFlip round: candidates from ``make_view(triggers)``'s surrogate and gradient, the first
+    ``verify_k`` of each verified exactly (by ``evaluate_fn``: default this surrogate alone; an ensemble passes
+    its weighted sum). Returns the new trigger strings and their losses."""
+    view = make_view(list(triggers))
+    current_ids, candidates = flip_candidates(view, loss_fn, top_k)
+    if verify_k is not None:
+        candidates = [c[:, :verify_k] for c in candidates]
+    evaluate = evaluate_fn or trigger_evaluator(make_view, loss_fn, max_tokens)
+    return verify(candidates, evaluate, view.adapter.tokenizer, current_ids)

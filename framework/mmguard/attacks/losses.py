@@ -20,19 +20,23 @@ EPS = 1e-12
 def l_train(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "sample_sum") -> torch.Tensor:
     """Autoregressive NLL of the labelled (answer) tokens; labels are -100 elsewhere and unshifted.
 
-    ``sample_sum`` (METHOD.md): mean over samples of the per-sample sum; ``token_mean``: mean over all
-    labelled tokens of the batch; ``none``: the per-sample sums, (B,) (what HotFlip verification ranks).
+    ``sample_sum`` (METHOD.md): mean over samples of the per-sample sum; ``token_mean``: mean over all labelled
+    tokens of the batch (what a fine-tuner minimizes); ``sample_mean``: (B,) each sample's mean over its own
+    answer tokens (UEraser's per-sample loss); ``none``: the per-sample sums, (B,) (what HotFlip ranks).
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, L-1)
     if reduction == "token_mean":
-        return nll.sum() / (labels != -100).sum().clamp_min(1)
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, L-1)
+    if reduction == "sample_mean":
+        mask = (labels != -100).to(nll.dtype)
+        return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
     per_sample = nll.sum(1)
     if reduction == "none":
         return per_sample
     if reduction == "sample_sum":
         return per_sample.mean()
-    raise ValueError(f"unknown reduction {reduction!r}; known: sample_sum, token_mean, none")
+    raise ValueError(f"unknown reduction {reduction!r}; known: sample_sum, token_mean, sample_mean, none")
 
 
 # ----------------------------------------------------------------------------- attention mass

@@ -1,4 +1,6 @@
 """``random``: uniform noise in the L-inf budget; the sanity baseline (should not protect)."""
+import dataclasses
+
 from mmguard.attacks.base import Attack
 from mmguard.core.registry import ATTACKS
 
@@ -7,4 +9,8 @@ from mmguard.core.registry import ATTACKS
 class RandomNoise(Attack):
     name = "random"
     optimize = False
-    defaults = {"init": "uniform"}
+    loop_defaults = {"init": "uniform"}
+
+    @dataclasses.dataclass
+    class Params:  # nothing is optimized, so there is no objective to parametrize
+        pass

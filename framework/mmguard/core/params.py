@@ -85,6 +85,8 @@ def one_of(*choices: Any) -> OneOf:
 
 
 def _num(x: Optional[float]) -> str:
+    if isinstance(x, float) and 0 < x < 1 and abs(x * 255 - round(x * 255)) < 1e-9:
+        return f"{round(x * 255)}/255"  # pixel budgets read as levels
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
@@ -119,7 +121,10 @@ def params_class(target: Any) -> Optional[type]:
 
 @functools.lru_cache(maxsize=None)
 def declared(target: Any) -> Dict[str, Declared]:
-    """The parameters ``target`` (a component class, a dataclass or a function) declares, in order."""
+    """The parameters ``target`` (a component class, a dataclass or a function) declares, in order. A component
+    whose parameters are another's (a fixed combination passing them on) names it with ``declaration()``."""
+    if hasattr(target, "declaration"):
+        target = target.declaration()
     dc = params_class(target) or (target if isinstance(target, type) and dataclasses.is_dataclass(target) else None)
     if dc is not None:
         hints = typing.get_type_hints(dc, include_extras=True)
@@ -131,6 +136,8 @@ def declared(target: Any) -> Dict[str, Declared]:
                        f.default_factory() if f.default_factory is not dataclasses.MISSING else REQUIRED)
             out[f.name] = Declared(f.name, hints.get(f.name, Any), default, f.metadata.get("doc", ""))
         return out
+    if isinstance(target, type) and target.__init__ is object.__init__:
+        return {}  # a component without parameters
     fn = target.__init__ if isinstance(target, type) else target
     hints = typing.get_type_hints(fn, include_extras=True)
     out = {}
@@ -259,13 +266,14 @@ def parse_number(value: Any) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------- binding
-def bind(target: Any, values: Mapping[str, Any], key: str, *, what: str = "", skip: Sequence[str] = ()
-         ) -> Dict[str, Any]:
+def bind(target: Any, values: Mapping[str, Any], key: str, *, what: str = "", skip: Sequence[str] = (),
+         exclude: Sequence[str] = ()) -> Dict[str, Any]:
     """Check ``values`` (a recipe section) against what ``target`` declares and return every declared parameter:
     the given values coerced and range-checked, the defaults for the rest. ``key`` is the section's recipe key
     (``attacks.2``) and ``what`` its description (``attack 'em_image'``), for the messages. Keys in ``skip`` are the
-    caller's (``name``, ``label``) and are left out."""
-    decl = declared(target)
+    caller's (``name``, ``label``) and are left out; declared parameters in ``exclude`` are supplied by the code,
+    not by a recipe."""
+    decl = {k: d for k, d in declared(target).items() if k not in exclude}
     what = what or f"'{getattr(target, '__name__', target)}'"
     if not isinstance(values, Mapping):
         raise UserError(f"key '{key}': expected a mapping of parameters of {what}, got {values!r}")
@@ -279,20 +287,24 @@ def bind(target: Any, values: Mapping[str, Any], key: str, *, what: str = "", sk
             try:
                 out[name] = coerce(values[name], d.type)
             except ValueError as err:
-                raise UserError(f"key '{key}.{name}': {err} (expected {describe_type(d.type)})") from None
+                raise UserError(f"key '{key}.{name}': {err}") from None
         elif d.required:
             raise UserError(f"key '{key}.{name}' is missing: {what} needs it ({describe_type(d.type)})")
         else:
-            out[name] = d.default
-    check_together(target, out, key, what)
+            out[name] = list(d.default) if isinstance(d.default, tuple) else d.default  # as a recipe writes it
+    if not exclude:
+        check_together(target, out, key, what)
     return out
 
 
 def check_together(target: Any, values: Dict[str, Any], key: str, what: str) -> None:
     """The component's rule across parameters: ``Params.__post_init__`` or a ``check_params(values)`` hook; a
     ``ParamError(name, problem)`` from either names the key."""
+    if hasattr(target, "declaration"):
+        target = target.declaration()
     try:
-        dc = params_class(target)
+        dc = params_class(target) or (target if isinstance(target, type) and dataclasses.is_dataclass(target)
+                                      else None)
         if dc is not None:
             dc(**values)
         hook: Optional[Callable] = getattr(target, "check_params", None)

@@ -16,20 +16,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from mmguard.config.sections import TrainerParams
+from mmguard.config.spec import AttackSpec
+from mmguard.core.errors import UserError
+from mmguard.core.io import atomic_write_json
+from mmguard.core.registry import ATTACKS, PROBES
 from mmguard.data.export import export_llava_json, export_sharegpt, image_filename
 from mmguard.data.sample import Sample, tensor_to_pil
 from mmguard.engine.finetune import DEFAULT_TRAINER, quiet_lightning
+from mmguard.engine.models import build_adapter
 from mmguard.engine.protection import ProtectionModule
 from mmguard.engine.store import quantize_release
 from mmguard.engine.trainer import build_trainer
-from mmguard.core.io import atomic_write_json
 from mmguard.metrics import stealth
-from mmguard.core.registry import ATTACKS
 
 
 @dataclasses.dataclass
 class ProtectedSet:
-    attack: str
+    attack: str               # the attack's name
+    label: str                # its row label in the recipe
     samples: List[Sample]
     surrogates: List[str]
     hyperparameters: Dict[str, Any]
@@ -38,51 +43,39 @@ class ProtectedSet:
     history: List[Dict[str, float]]
 
 
-def surrogate_specs(attack_cfg: Dict[str, Any], default: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """``surrogates`` of an attack: names or {name, pretrained, seed}; default: the first victim's model."""
-    specs = attack_cfg.get("surrogates") or list(default)
-    out = []
-    for s in specs:
-        out.append({"name": s, "pretrained": True, "seed": None} if isinstance(s, str) else
-                   {"name": s["name"], "pretrained": s.get("pretrained", True), "seed": s.get("seed")})
-    return out
-
-
-def build_attack(attack_cfg: Dict[str, Any]):
-    cfg = dict(attack_cfg)
-    name = cfg.pop("name")
-    cfg.pop("surrogates", None)
-    cfg.pop("label", None)
-    return ATTACKS.get(name)(**cfg)
-
-
 def _ids_loader(samples: Sequence[Sample], batch_size: int, seed: int) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
     return DataLoader([s.id for s in samples], batch_size=batch_size, shuffle=True, generator=gen,
                       collate_fn=list, num_workers=0)
 
 
-def protect(attack_cfg: Dict[str, Any], train: Sequence[Sample], *, seed: int = 0,
-            default_surrogates: Sequence[Dict[str, Any]] = (), trainer_cfg=None, logger=False) -> ProtectedSet:
-    from mmguard.models import build_model
+def build_protection(spec: AttackSpec, train: Sequence[Sample], surrogates: Optional[Sequence] = None
+                     ) -> ProtectionModule:
+    """The attack, its surrogates (built from the spec unless given) and the loop, ready to fit."""
+    attack = ATTACKS.build(spec.name, **spec.params)
+    surrogates = list(surrogates) if surrogates is not None else [build_adapter(s) for s in spec.surrogates]
+    for adapter in surrogates:
+        problem = attack.check_surrogate(adapter.name, len(adapter.attention_modules))
+        if problem:
+            raise UserError(f"attack '{spec.label}': {problem}")
+    eot = [None if p.name == "none" else PROBES.build(p.name, **p.params) for p in spec.eot]
+    return ProtectionModule(surrogates, attack, spec.loop, train, weights=spec.weights, eot=eot, seed=spec.seed)
 
-    attack = build_attack(attack_cfg)
-    seed = attack.cfg.seed if attack.cfg.seed is not None else seed
-    specs = surrogate_specs(attack_cfg, default_surrogates)
-    if not specs:
-        raise ValueError(f"attack '{attack.name}': no surrogates given and no victim to default to")
+
+def protect(spec: AttackSpec, train: Sequence[Sample], *, trainer: Optional[TrainerParams] = None,
+            logger=False, surrogates: Optional[Sequence] = None) -> ProtectedSet:
     t0 = time.time()
-    surrogates = [build_model(s["name"], seed=seed if s["seed"] is None else s["seed"], pretrained=s["pretrained"])
-                  for s in specs]
-    module = ProtectionModule(surrogates, attack, train, seed=seed)
-    rounds = attack.cfg.R if attack.optimize else 1
+    module = build_protection(spec, train, surrogates)
+    rounds = spec.loop.R if module.attack.optimize else 1
     with quiet_lightning():
-        trainer = build_trainer(trainer_cfg or DEFAULT_TRAINER, max_epochs=rounds, logger=logger)
-        trainer.fit(module, train_dataloaders=_ids_loader(train, attack.cfg.batch_size, seed))
+        lt = build_trainer(trainer or DEFAULT_TRAINER, max_epochs=rounds, logger=logger)
+        lt.fit(module, train_dataloaders=_ids_loader(train, spec.loop.batch_size, spec.seed))
     released, per_sample = release(module, train)
     summary = summarize(per_sample, time.time() - t0, len(module.history))
-    return ProtectedSet(attack.name, released, [s["name"] for s in specs], attack.hyperparameters(), per_sample,
-                        summary, module.history)
+    hyper = {**dataclasses.asdict(spec.loop), **module.attack.hyperparameters(), "weights": spec.weights,
+             "seed": spec.seed}
+    return ProtectedSet(spec.name, spec.label, released, [s.name for s in spec.surrogates], hyper, per_sample, summary,
+                        module.history)
 
 
 def release(module: ProtectionModule, train: Sequence[Sample]):
@@ -91,7 +84,7 @@ def release(module: ProtectionModule, train: Sequence[Sample]):
     out, rows = [], []
     for s in train:
         x = module.clean[s.id]
-        image = quantize_release(x, module.store.get(s), attack.cfg.eps_x) if attack.image else x
+        image = quantize_release(x, module.store.get(s), module.loop.eps_x) if attack.image else x
         trigger = module.triggers[s.id]
         question = module.surrogates[0].insert_trigger(s.question, trigger)[0]
         pil = tensor_to_pil(image)
@@ -131,7 +124,7 @@ def write_protected(ps: ProtectedSet, out_dir: str | Path, seed: int, clean: Seq
                            sha256=_sha256_png(tmp / "images" / image_filename(r["id"]))) for r in ps.per_sample]
         text_stats = text_stealth(clean, ps.samples) if clean else {}
         manifest = {
-            "attack": ps.attack, "surrogates": ps.surrogates, "seed": seed, "hyperparameters": ps.hyperparameters,
+            "attack": ps.attack, "label": ps.label, "surrogates": ps.surrogates, "seed": seed, "hyperparameters": ps.hyperparameters,
             "summary": {**ps.summary, **text_stats}, "history": ps.history, "samples": per_sample,
             "lpips": None, "lpips_reason": stealth.lpips_unavailable_reason(),
             "versions": versions(),

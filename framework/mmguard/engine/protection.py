@@ -1,10 +1,11 @@
 """ProtectionModule: METHOD.md's alternating approximation of the bilevel problem, as a LightningModule.
 
-One Lightning epoch is one outer round: ``on_train_epoch_start`` adapts every surrogate for Q LoRA steps on
-the current protected data (adapters re-initialized each round); each ``training_step`` runs P sign-PGD
-steps on the batch's perturbations and one HotFlip round on its triggers, all on
-l_prot = sum_m w_m l_joint^(m); ``on_train_epoch_end`` measures the surrogates' training accuracy on the
-protected data and stops at the threshold. Manual optimization: the variables are data, not parameters.
+One Lightning epoch is one outer round: ``on_train_epoch_start`` adapts every surrogate for Q LoRA steps on the
+current protected data (adapters re-initialized each round); each ``training_step`` runs P sign-PGD steps on the
+batch's perturbations and one HotFlip round on its triggers, all on l_prot = sum_m w_m l_joint^(m), where
+l_joint is the attack's own objective (``Attack.loss``); ``on_train_epoch_end`` measures the surrogates' training
+accuracy on the protected data and stops at the threshold. Manual optimization: the variables are data, not
+parameters. The module runs the loop only; it knows nothing of any particular loss.
 """
 from __future__ import annotations
 
@@ -16,72 +17,49 @@ import numpy as np
 import torch
 
 from mmguard.attacks import hotflip
-from mmguard.attacks.base import ensemble_weights
 from mmguard.attacks.losses import l_train
-from mmguard.attacks.objective import answer_accuracy, joint_per_sample
+from mmguard.attacks.view import CleanPass, SurrogateView
+from mmguard.config.sections import LoopParams
 from mmguard.data.sample import Sample
 from mmguard.engine.store import PerturbationStore
 from mmguard.victims.lora import inject_lora
 
 
 class ProtectionModule(L.LightningModule):
-    def __init__(self, surrogates: Sequence, attack, samples: Sequence[Sample], seed: int = 0):
+    def __init__(self, surrogates: Sequence, attack, loop: LoopParams, samples: Sequence[Sample], *,
+                 weights: Sequence[float], eot: Sequence = (), seed: int = 0):
         super().__init__()
         self.automatic_optimization = False
         self.surrogates = list(surrogates)
         self.models = torch.nn.ModuleList([a.model for a in self.surrogates])
-        self.attack, self.cfg = attack, attack.cfg
-        self.weights = ensemble_weights(len(self.surrogates), self.cfg.weights)
+        self.attack, self.loop = attack, loop
+        self.weights = list(weights)
         self.samples = {s.id: s for s in samples}
         if len(self.samples) != len(samples):
             raise ValueError("sample ids must be unique: perturbations are stored by id")
         self.order = [s.id for s in samples]
         self.clean = {s.id: s.pixels() for s in samples}
-        self.objective_samples = self._objective_samples(samples)
-        self.eot = self._build_eot()
-        self.store = PerturbationStore(samples, self.cfg.eps_x, classwise=attack.classwise, seed=seed,
-                                       init=self.cfg.init, psnr_min=self.cfg.psnr_min)
+        self.objective_samples = {s.id: o for s, o in zip(samples, attack.objective_samples(samples))}
+        self.eot = list(eot)  # built probes (None: the identity) whose differentiable versions the loss averages
+        self.store = PerturbationStore(samples, loop.eps_x, classwise=attack.classwise, seed=seed, init=loop.init,
+                                       psnr_min=loop.psnr_min)
         rng = np.random.default_rng(seed)
         tok = self.surrogates[0].tokenizer
         self.triggers: Dict[str, Optional[str]] = {
-            s.id: hotflip.init_trigger(tok, self.cfg.eps_t, rng) if attack.text else None for s in samples}
+            s.id: hotflip.init_trigger(tok, loop.eps_t, rng) if attack.text else None for s in samples}
         self.gen = torch.Generator().manual_seed(seed)
         self.history: List[Dict[str, float]] = []
         self._epoch_losses: List[float] = []
         for a in self.surrogates:
-            inject_lora(a, self.cfg.lora_rank, self.cfg.lora_alpha, self.cfg.lora_dropout, adapter_name="surrogate")
+            inject_lora(a, loop.lora_rank, loop.lora_alpha, loop.lora_dropout, adapter_name="surrogate")
             a.model.requires_grad_(False)
 
     # ------------------------------------------------------------ helpers
-    def _objective_samples(self, samples: Sequence[Sample]) -> Dict[str, Sample]:
-        """What the image/text objective is computed on: the samples themselves, or (``target: shift``) each
-        sample with the answer of the next class, so that the perturbation carries the wrong class's look."""
-        if self.cfg.target != "shift":
-            return {s.id: s for s in samples}
-        classes = sorted({s.answer for s in samples})
-        if len(classes) < 2:
-            raise ValueError("attack key 'target: shift' needs at least two distinct answers")
-        nxt = {c: classes[(i + 1) % len(classes)] for i, c in enumerate(classes)}
-        return {s.id: s.replace(answer=nxt[s.answer], aliases=[]) for s in samples}
-
     def protected_images(self, samples: Sequence[Sample], deltas=None) -> List[torch.Tensor]:
         if not self.attack.image:
             return [self.clean[s.id] for s in samples]
         deltas = deltas if deltas is not None else [self.store.get(s) for s in samples]
         return [(self.clean[s.id] + d).clamp(0, 1) for s, d in zip(samples, deltas)]
-
-    def _build_eot(self) -> List:
-        """Expectation over transformation: the probes whose differentiable versions the image loss is
-        averaged over (``eot: [{name: jpeg, quality: 75}, {name: none}]``; ``none`` is the identity)."""
-        from mmguard.core.registry import PROBES
-
-        probes = []
-        for spec in self.cfg.eot:
-            spec = dict(spec)
-            name = spec.pop("name")
-            spec.pop("label", None)
-            probes.append(None if name == "none" else PROBES.build(name, **spec))
-        return probes
 
     def eot_images(self, images: List[torch.Tensor]) -> List[List[torch.Tensor]]:
         """One list of images per EOT probe (just ``images`` without EOT); differentiable, per image since
@@ -89,7 +67,7 @@ class ProtectionModule(L.LightningModule):
         if not self.eot:
             return [images]
         out = []
-        for k, probe in enumerate(self.eot):
+        for probe in self.eot:
             if probe is None:
                 out.append(images)
                 continue
@@ -97,23 +75,29 @@ class ProtectionModule(L.LightningModule):
             out.append([probe.differentiable(img[None], generator=gen)[0].clamp(0, 1) for img in images])
         return out
 
-    def l_prot(self, samples, images, deltas=None, triggers=None) -> torch.Tensor:
-        """(B,) weighted ensemble l_joint (averaged over the EOT probes' versions of the images)."""
-        if self.eot:
-            views = self.eot_images(list(images))
-            return sum(self._l_prot(samples, v, deltas, triggers) for v in views) / len(views)
-        return self._l_prot(samples, images, deltas, triggers)
+    def views(self, samples: Sequence[Sample], triggers: Sequence[Optional[str]],
+              cleans: Optional[List[Optional[CleanPass]]] = None) -> List[SurrogateView]:
+        """The batch encoded with ``triggers`` for every surrogate (tokens collated once; pixels set per step).
+        ``cleans``: the batch's clean passes, shared by every view of it."""
+        objective = [self.objective_samples[s.id] for s in samples]
+        layers = self.attack.tapped_layers
+        cleans = cleans or self.clean_passes(samples)
+        return [SurrogateView(a, objective, triggers, layers, clean) for a, clean in zip(self.surrogates, cleans)]
 
-    def _l_prot(self, samples, images, deltas=None, triggers=None) -> torch.Tensor:
-        triggers = triggers if triggers is not None else [self.triggers[s.id] for s in samples]
-        clean = [self.clean[s.id] for s in samples] if self.attack.binding == "crs" else None
-        samples = [self.objective_samples[s.id] for s in samples]
+    def clean_passes(self, samples: Sequence[Sample]) -> List[CleanPass]:
+        objective = [self.objective_samples[s.id] for s in samples]
+        images = [self.clean[s.id] for s in samples]
+        return [CleanPass(a, objective, [x.to(a.device) for x in images], self.attack.tapped_layers)
+                for a in self.surrogates]
+
+    def l_prot(self, views: Sequence[SurrogateView], images: Sequence[torch.Tensor], deltas=None) -> torch.Tensor:
+        """(B,) weighted ensemble l_joint of ``images`` (averaged over the EOT probes' versions of them)."""
+        versions = self.eot_images(list(images))
         total = 0.0
-        for w, a in zip(self.weights, self.surrogates):
-            imgs = [img.to(a.device) for img in images]
-            total = total + w * joint_per_sample(a, self.attack, samples, triggers, imgs, deltas, clean).to(
-                self.device)
-        return total
+        for version in versions:
+            for w, view in zip(self.weights, views):
+                total = total + w * self.attack.loss(view.with_images(version, deltas)).to(self.device)
+        return total / len(versions)
 
     def _lora_params(self, adapter) -> List[torch.nn.Parameter]:
         return [p for n, p in adapter.model.named_parameters() if "lora_" in n]
@@ -127,15 +111,15 @@ class ProtectionModule(L.LightningModule):
     def adapt_surrogates(self) -> None:
         ids = self.order
         for a in self.surrogates:
-            if self.cfg.reinit:
+            if self.loop.reinit:
                 self._reset_lora(a)
             params = self._lora_params(a)
             for p in params:
                 p.requires_grad_(True)
-            opt = torch.optim.AdamW(params, lr=self.cfg.lora_lr)
+            opt = torch.optim.AdamW(params, lr=self.loop.lora_lr)
             a.model.train()
-            for _ in range(self.cfg.Q):
-                pick = torch.randperm(len(ids), generator=self.gen)[: self.cfg.batch_size].tolist()
+            for _ in range(self.loop.Q):
+                pick = torch.randperm(len(ids), generator=self.gen)[: self.loop.batch_size].tolist()
                 batch = [self.samples[ids[i]] for i in pick]
                 images = [img.to(a.device) for img in self.protected_images(batch)]
                 enc = [a.encode(s, trigger=self.triggers[s.id]) for s in batch]
@@ -158,68 +142,57 @@ class ProtectionModule(L.LightningModule):
         if not self.attack.optimize:
             return None
         samples = [self.samples[i] for i in ids]
+        cleans = self.clean_passes(samples)  # shared by the PGD steps and every HotFlip candidate
         loss_value = float("nan")
         if self.attack.image:
-            keys = list(dict.fromkeys(self.store.key(s) for s in samples))  # class-wise: shared deltas
-            shared = {k: self.store.get(next(s for s in samples if self.store.key(s) == k)).clone()
-                      for k in keys}
-            for _ in range(self.cfg.P):
-                leaves = {k: d.to(self.device).requires_grad_(True) for k, d in shared.items()}
-                deltas = [leaves[self.store.key(s)] for s in samples]
-                images = [(self.clean[s.id].to(self.device) + d).clamp(0, 1) for s, d in zip(samples, deltas)]
-                loss = self.l_prot(samples, images, deltas).mean()
-                grads = torch.autograd.grad(loss, list(leaves.values()))
-                for (k, d), g in zip(leaves.items(), grads):
-                    x = self.clean[next(s.id for s in samples if self.store.key(s) == k)].to(self.device)
-                    stepped = d.detach() - self.cfg.alpha * g.sign()
-                    shared[k] = self.store.project(None if self.attack.classwise else x, stepped).cpu()
-                loss_value = float(loss.detach())
-            for k, d in shared.items():
-                self.store.set_key(k, d)
-        if self.attack.text and self.current_epoch % max(1, self.cfg.hotflip_every) == 0:
-            loss_value = self.hotflip_round(samples)
+            loss_value = self.pgd(samples, cleans)
+        if self.attack.text and self.current_epoch % self.loop.hotflip_every == 0:
+            loss_value = self.hotflip_round(samples, cleans)
         self._epoch_losses.append(loss_value)
         self.log("protect/l_prot", loss_value, prog_bar=True, batch_size=len(samples))
         return None
 
-    def hotflip_round(self, samples: Sequence[Sample]) -> float:
+    def pgd(self, samples: Sequence[Sample], cleans: List[CleanPass]) -> float:
+        """P sign-PGD steps on the batch's perturbations (class-wise: the shared delta of each class)."""
+        views = self.views(samples, [self.triggers[s.id] for s in samples], cleans)
+        keys = list(dict.fromkeys(self.store.key(s) for s in samples))
+        shared = {k: self.store.get(next(s for s in samples if self.store.key(s) == k)).clone() for k in keys}
+        loss_value = float("nan")
+        for _ in range(self.loop.P):
+            leaves = {k: d.to(self.device).requires_grad_(True) for k, d in shared.items()}
+            deltas = [leaves[self.store.key(s)] for s in samples]
+            images = [(self.clean[s.id].to(self.device) + d).clamp(0, 1) for s, d in zip(samples, deltas)]
+            loss = self.l_prot(views, images, deltas).mean()
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+            for (k, d), g in zip(leaves.items(), grads):
+                x = self.clean[next(s.id for s in samples if self.store.key(s) == k)].to(self.device)
+                stepped = d.detach() - self.loop.alpha * g.sign()
+                shared[k] = self.store.project(None if self.attack.classwise else x, stepped).cpu()
+            loss_value = float(loss.detach())
+        for k, d in shared.items():
+            self.store.set_key(k, d)
+        return loss_value
+
+    def hotflip_round(self, samples: Sequence[Sample], cleans: List[CleanPass]) -> float:
         """Candidates from the first surrogate's vocabulary and gradient; verification on the whole ensemble,
         with the trigger shared as a string."""
-        lead = self.surrogates[0]
         images = [img.detach() for img in self.protected_images(samples)]
         deltas = [self.store.get(s) for s in samples] if self.attack.image else None
-        triggers = [self.triggers[s.id] for s in samples]
-        clean = [self.clean[s.id] for s in samples] if self.attack.binding == "crs" else None
-        samples = [self.objective_samples[s.id] for s in samples]
 
-        def surrogate_loss(adapter):
-            def fn(encoded, batch):
-                return joint_per_sample(adapter, self.attack, samples, [None] * len(samples),
-                                        [i.to(adapter.device) for i in images], deltas, clean, encoded=encoded)
-            return fn
+        def make_view(m: int):
+            def make(triggers: List[Optional[str]]) -> SurrogateView:
+                view = self.views(samples, triggers, cleans)[m]
+                return view.with_images(images, deltas)
+            return make
 
-        encoded = [lead.encode(s, trigger=t) for s, t in zip(samples, triggers)]
-        batch = lead.to_device(lead.collate(encoded, images))
-        with hotflip.embedding_grads(lead) as store:
-            loss = surrogate_loss(lead)(encoded, batch).sum()
-        grads = torch.autograd.grad(loss, store["embeds"])[0]
-        emb = lead.model.get_input_embeddings().weight
-        adm = hotflip.admissible_vocabulary(lead.tokenizer)
-        k_verify = self.cfg.verify_k or self.cfg.top_k
-        current_ids, candidates = [], []
-        for b, e in enumerate(encoded):
-            g = e.spans["G"]
-            current_ids.append(e.input_ids[g].tolist())
-            ids, _ = hotflip.hotflip_candidates(grads[b, g.to(grads.device)], e.input_ids[g], emb, adm,
-                                                self.cfg.top_k)
-            candidates.append(ids[:, :k_verify].cpu())
-        evaluators = [hotflip.encoding_evaluator(a, samples, images, surrogate_loss(a), self.cfg.eps_t)
-                      for a in self.surrogates]
+        evaluators = [hotflip.trigger_evaluator(make_view(m), self.attack.loss, self.loop.eps_t)
+                      for m in range(len(self.surrogates))]
 
         def ensemble(trigs: List[str]) -> torch.Tensor:
             return sum(w * ev(trigs) for w, ev in zip(self.weights, evaluators))
 
-        new, losses = hotflip.verify(candidates, ensemble, lead.tokenizer, current_ids)
+        new, losses = hotflip.hotflip_round(make_view(0), self.attack.loss, [self.triggers[s.id] for s in samples],
+                                            top_k=self.loop.top_k, verify_k=self.loop.verify_k, evaluate_fn=ensemble)
         for s, t in zip(samples, new):
             self.triggers[s.id] = t
         return float(losses[torch.isfinite(losses)].mean()) if torch.isfinite(losses).any() else float("nan")
@@ -246,8 +219,20 @@ class ProtectionModule(L.LightningModule):
                   "surrogate_train_accuracy": acc}
         self.history.append(record)
         self.log("protect/surrogate_train_accuracy", acc, prog_bar=True)
-        if acc >= self.cfg.stop_accuracy:
+        if acc >= self.loop.stop_accuracy:
             self.trainer.should_stop = True
 
     def configure_optimizers(self):
         return None
+
+
+def answer_accuracy(adapter, samples: Sequence[Sample], triggers: Sequence[Optional[str]],
+                    images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(B,) 1.0 where teacher-forced argmax predicts every answer token: the stop rule's train accuracy."""
+    encoded = [adapter.encode(s, trigger=t) for s, t in zip(samples, triggers)]
+    batch = adapter.to_device(adapter.collate(encoded, images))
+    with torch.no_grad():
+        logits = adapter.forward(batch)
+    pred, labels = logits[:, :-1].argmax(-1), batch["labels"][:, 1:]
+    mask = labels != -100
+    return ((pred == labels) | ~mask).all(1).float().cpu()

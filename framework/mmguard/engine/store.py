@@ -2,11 +2,11 @@
 class-wise noise is asked for), never by batch position. Its size depends on the data, not on the model."""
 from __future__ import annotations
 
-import math
 from typing import Dict, Iterable, Optional
 
 import torch
 
+from mmguard.config.sections import rms_for_psnr
 from mmguard.data.sample import Sample
 
 
@@ -60,16 +60,6 @@ class PerturbationStore:
 
     def __len__(self) -> int:
         return len(self._delta)
-
-
-def rms_for_psnr(psnr: float) -> float:
-    """The largest RMS perturbation (images in [0, 1]) whose released 8-bit image surely keeps PSNR >= psnr.
-    The release rounds x + delta to 1/255; for an 8-bit original that moves each pixel by at most half a level,
-    so (triangle inequality) the released RMS is at most rms(delta) + 0.5/255."""
-    rms = 10.0 ** (-psnr / 20.0) - 0.5 / 255.0
-    if rms <= 0:
-        raise ValueError(f"attack key 'psnr_min': {psnr} dB is above what 8-bit rounding allows")
-    return rms
 
 
 def quantize_release(x: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:

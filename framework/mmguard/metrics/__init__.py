@@ -1,4 +1,4 @@
-"""Metrics: answer accuracy (utility) and stealth (image and text distance to the clean data)."""
+"""Metrics: answer accuracy (utility), stealth (image and text distance to the clean data), the results table."""
 from mmguard.metrics.accuracy import (  # noqa: F401
     VQAAccuracy, extract_choice, gold_letter, is_correct, normalize_answer,
 )

@@ -197,10 +197,10 @@ class LVLMAdapter:
         return [i for i in ids if i is not None]
 
     # ----------------------------------------------------------------- batches
-    def collate(self, encoded: Sequence[Encoded], images: Sequence[torch.Tensor],
-                padding_side: Literal["right", "left"] = "right") -> Dict[str, torch.Tensor]:
-        """Pad a batch (right for training; left for generation, so that every prompt ends at the last column)
-        and add pixel inputs (``images`` raw, in [0, 1], differentiable)."""
+    def collate_tokens(self, encoded: Sequence[Encoded], padding_side: Literal["right", "left"] = "right"
+                       ) -> Dict[str, torch.Tensor]:
+        """Pad a batch's tokens (right for training; left for generation, so that every prompt ends at the last
+        column): input ids, attention mask, labels and the family's per-token inputs."""
         length = max(len(e) for e in encoded)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(encoded), length), pad, dtype=torch.long)
@@ -214,8 +214,12 @@ class LVLMAdapter:
         answer_start = torch.tensor([e.answer_start + at for e, at in zip(encoded, offsets)])
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         batch.update(self.extra_token_inputs(input_ids, attention_mask, answer_start))
-        batch.update(self.process(images))
         return batch
+
+    def collate(self, encoded: Sequence[Encoded], images: Sequence[torch.Tensor],
+                padding_side: Literal["right", "left"] = "right") -> Dict[str, torch.Tensor]:
+        """Tokens (``collate_tokens``) and pixel inputs (``images`` raw, in [0, 1], differentiable)."""
+        return {**self.collate_tokens(encoded, padding_side), **self.process(images)}
 
     def forward(self, batch: Dict[str, torch.Tensor]):
         """Model logits for a collated batch (labels are used by our own loss, not passed to the model)."""

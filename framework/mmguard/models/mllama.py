@@ -159,11 +159,13 @@ class MllamaAdapter(LVLMAdapter):
     def extra_token_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                            answer_start: torch.Tensor) -> Dict[str, torch.Tensor]:
         """(B, L) token-level mask: 1 from the first <|image|> to the end (padding included, as the real
-        processor does); expanded to (B, L, 1, max_tiles) in ``collate`` or by the model's pre-hook."""
+        processor does); expanded to (B, L, 1, max_tiles) with the tile mask in ``collate`` or, for tokens collated
+        apart from their pixels, by the model's pre-hook."""
         is_image = (input_ids == self.image_token_id).long()
         return {"cross_attention_mask": (is_image.cumsum(1) > 0).long()}
 
     def collate(self, encoded, images, padding_side: str = "right") -> Dict[str, torch.Tensor]:
+        """Dense (B, L, 1, max_tiles) mask here: generation slices and extends it step by step."""
         batch = super().collate(encoded, images, padding_side)
         batch["cross_attention_mask"] = dense_cross_attention_mask(batch["cross_attention_mask"],
                                                                    batch["aspect_ratio_mask"])

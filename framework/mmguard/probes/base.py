@@ -1,12 +1,11 @@
 """What a probe is: the adaptive fine-tuner's transformation of its training data.
 
-A probe is built from its recipe parameters (``PROBES.build("jpeg", quality=50)``) and called per sample,
-``probe(sample, rng) -> Sample`` (a new Sample; deterministic given the numpy Generator). Set-level probes
-(``mix``) also override ``prepare(samples, clean, seed)``. ``apply(samples, clean, seed)`` runs prepare,
-then each sample with its own Generator seeded from (seed, sample id), so the result of a sample does not
-depend on the order or on the other samples.
+A probe declares its parameters in its ``__init__`` signature (ranges with ``typing.Annotated``; see
+``core/params.py``), is built from its recipe parameters (``PROBES.build("jpeg", quality=50)``) and is called per
+sample, ``probe(sample, rng) -> Sample`` (a new Sample; deterministic given the numpy Generator). Set-level probes
+(``mix``) also override ``prepare(samples, clean, seed)``.
 
-For expectation over transformation (EoT, issue 4) every probe also exposes the two sides separately:
+For expectation over transformation (EoT) every probe also exposes the two sides separately:
 ``differentiable(x, generator=None)`` on a (B, 3, H, W) tensor in [0, 1] (identity for text-only probes;
 not quantized; gradients flow) and ``transform_text(question)`` (identity for image-only probes).
 
@@ -21,12 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from mmguard.core.params import between
 from mmguard.data.sample import Sample, tensor_to_pil
 
 _MASK63 = (1 << 63) - 1
@@ -67,6 +66,19 @@ def as_batch(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class Odd:
+    """A check (``Annotated[int, Odd()]``): the value must be odd."""
+
+    def problem(self, value) -> Optional[str]:
+        return None if value % 2 == 1 else f"{value} is not odd"
+
+    def __str__(self) -> str:
+        return "odd"
+
+
+OddKernel = Annotated[int, between(1, 99), Odd()]
+
+
 class Probe:
     """Base probe: the identity. Subclasses set ``name`` and override what they change."""
 
@@ -77,22 +89,15 @@ class Probe:
     set_level = False   # overrides prepare (needs the whole set)
     in_training_step = False  # fine-tuning augments each batch in the training step (``augment_copies``)
 
-    def __new__(cls, *args: Any, **kwargs: Any):
-        # Unknown recipe keys get a readable error listing the allowed ones (not Python's TypeError).
-        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            allowed = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-            unknown = [k for k in kwargs if k not in allowed]
-            if unknown:
-                raise ValueError(f"probe '{cls.name}': unknown key(s) {', '.join(unknown)}; allowed: "
-                                 f"{', '.join(allowed) or '(none)'}")
-        obj = super().__new__(cls)
-        obj._params = dict(kwargs)
-        return obj
+    @classmethod
+    def changes_image(cls, params: Dict[str, Any]) -> bool:
+        """Whether this probe, with these parameters, changes images (EoT needs one that does)."""
+        return cls.image
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "_params", {}).items())
-        return f"{type(self).__name__}({args})"
+    @classmethod
+    def has_differentiable(cls, params: Dict[str, Any]) -> bool:
+        """Whether its image side has a differentiable version (EoT averages over it)."""
+        return not cls.set_level and cls.differentiable is not ImageProbe.differentiable
 
     # -- per sample ---------------------------------------------------------------------------------
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
@@ -100,11 +105,6 @@ class Probe:
 
     def prepare(self, samples: List[Sample], clean: Optional[List[Sample]], seed: int) -> List[Sample]:
         return list(samples)
-
-    def apply(self, samples: Sequence[Sample], clean: Optional[Sequence[Sample]] = None,
-              seed: int = 0) -> List[Sample]:
-        prepared = self.prepare(list(samples), None if clean is None else list(clean), seed)
-        return [self(s, sample_rng(seed, s.id)) for s in prepared]
 
     def plan(self, samples: Sequence[Sample], clean: Optional[Sequence[Sample]] = None,
              seed: int = 0) -> "ProbePlan":
@@ -242,38 +242,17 @@ def plan_stages(probes: Sequence[Probe], samples: Sequence[Sample], clean: Optio
     return ProbePlan(base, redraw, step=step, seed=seed, n_stages=n, split=split)
 
 
-def build_probe(spec: Any) -> Probe:
-    """A probe from a probe instance, a name, or a ``{name: ..., **params}`` mapping (``label`` ignored)."""
+def nested_probe(spec: Any) -> Probe:
+    """A probe inside a combination, from a name or a ``{name: ..., **params}`` mapping (``label`` ignored),
+    checked against its declaration like any recipe probe."""
+    from mmguard.core.params import bind
     from mmguard.core.registry import PROBES
 
     if isinstance(spec, Probe):
         return spec
-    if isinstance(spec, str):
-        return PROBES.build(spec)
-    if hasattr(spec, "items"):
-        params: Dict[str, Any] = dict(spec.items())
-        if "name" not in params:
-            raise ValueError(f"probe spec {params!r} has no 'name'; allowed: {', '.join(PROBES.names())}")
-        name = params.pop("name")
-        params.pop("label", None)
-        return PROBES.build(name, **params)
-    raise TypeError(f"a probe spec is a name, a mapping with 'name', or a Probe; got {spec!r}")
-
-
-def check_range(probe: str, key: str, value: Any, lo: float, hi: float, *, integer: bool = False,
-                lo_open: bool = False) -> Any:
-    ok_type = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
-    if isinstance(value, bool) or not ok_type:
-        raise ValueError(f"probe '{probe}': key '{key}' must be {'an integer' if integer else 'a number'}, "
-                         f"got {value!r}")
-    if value < lo or value > hi or (lo_open and value == lo):
-        raise ValueError(f"probe '{probe}': key '{key}' = {value!r} is outside {'(' if lo_open else '['}"
-                         f"{lo}, {hi}]")
-    return int(value) if integer else float(value)
-
-
-def check_odd_kernel(probe: str, kernel: Any) -> int:
-    k = check_range(probe, "kernel", kernel, 1, 99, integer=True)
-    if k % 2 == 0:
-        raise ValueError(f"probe '{probe}': key 'kernel' must be odd, got {k}")
-    return k
+    params: Dict[str, Any] = {"name": spec} if isinstance(spec, str) else dict(spec) if hasattr(spec, "items") else {}
+    name = params.pop("name", None)
+    params.pop("label", None)
+    if not isinstance(name, str) or name not in PROBES:
+        raise ValueError(f"{spec!r} does not name a probe; {PROBES.unknown_message(str(name))}")
+    return PROBES.build(name, **bind(PROBES.get(name), params, "probes", what=f"probe '{name}'"))

@@ -1,11 +1,12 @@
 """Colour-space squeezing: grayscale and bit-depth reduction."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 
-from mmguard.probes.base import ImageProbe, as_batch, check_range
+from mmguard.core.params import between
+from mmguard.probes.base import ImageProbe, as_batch
 from mmguard.core.registry import PROBES
 
 
@@ -22,9 +23,6 @@ class Grayscale(ImageProbe):
 
     name = "grayscale"
 
-    def __init__(self):
-        pass
-
     def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return grayscale(x)
 
@@ -36,8 +34,8 @@ class BitDepth(ImageProbe):
 
     name = "bitdepth"
 
-    def __init__(self, bits: int = 3):
-        self.bits = check_range(self.name, "bits", bits, 1, 8, integer=True)
+    def __init__(self, bits: Annotated[int, between(1, 8)] = 3):
+        self.bits = bits
 
     def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         levels = 2 ** self.bits - 1

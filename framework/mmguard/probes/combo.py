@@ -7,7 +7,9 @@ import numpy as np
 import torch
 
 from mmguard.data.sample import Sample
-from mmguard.probes.base import Probe, ProbePlan, build_probe, plan_stages, sample_rng, stage_rngs
+from mmguard.core.errors import UserError
+from mmguard.core.params import ParamError
+from mmguard.probes.base import Probe, ProbePlan, nested_probe, plan_stages, stage_rngs
 from mmguard.core.registry import PROBES
 
 
@@ -20,19 +22,34 @@ class Combo(Probe):
 
     name = "combo"
 
-    def __init__(self, probes: Sequence[Any] = ()):
+    def __init__(self, probes: List[Any]):
         flat: List[Probe] = []
         for spec in probes:
-            p = build_probe(spec)
+            p = nested_probe(spec)
             flat.extend(p.probes if isinstance(p, Combo) else [p])
-        if not flat:
-            raise ValueError("probe 'combo': key 'probes' is empty; give a list like "
-                             "[{name: jpeg}, {name: case}]")
         self.probes = flat
         self.image = any(p.image for p in flat)
         self.text = any(p.text for p in flat)
         self.stochastic = any(p.stochastic for p in flat)
         self.set_level = any(p.set_level for p in flat)
+
+    @staticmethod
+    def check_params(values) -> None:
+        if not values["probes"]:
+            raise ParamError("probes", "is empty; give a list like [{name: jpeg}, {name: case}]")
+        for i, spec in enumerate(values["probes"]):
+            try:
+                nested_probe(spec)
+            except (ValueError, UserError) as err:
+                raise ParamError("probes", f"item {i}: {err}") from None
+
+    @classmethod
+    def changes_image(cls, params) -> bool:
+        return any(p.image for p in cls(**params).probes)
+
+    @classmethod
+    def has_differentiable(cls, params) -> bool:
+        return all(type(p).has_differentiable({}) for p in cls(**params).probes if p.image)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.probes!r})"
@@ -41,16 +58,6 @@ class Combo(Probe):
         for p, r in zip(self.probes, stage_rngs(rng, len(self.probes))):
             sample = p(sample, r)
         return sample
-
-    def apply(self, samples: Sequence[Sample], clean: Optional[Sequence[Sample]] = None,
-              seed: int = 0) -> List[Sample]:
-        out = list(samples)
-        clean = None if clean is None else list(clean)
-        n = len(self.probes)
-        for i, p in enumerate(self.probes):
-            out = p.prepare(out, clean, seed)
-            out = [p(s, stage_rngs(sample_rng(seed, s.id), n)[i]) for s in out]
-        return out
 
     def plan(self, samples: Sequence[Sample], clean: Optional[Sequence[Sample]] = None,
              seed: int = 0) -> ProbePlan:
@@ -70,17 +77,25 @@ class Combo(Probe):
 
 
 class _Shortcut(Combo):
-    """A fixed combo; keyword parameters go to its image probe (``jpeg_case`` with ``quality: 30``)."""
+    """A fixed combo; its parameters are its image probe's (``jpeg_case`` with ``quality: 30``)."""
 
     parts: tuple = ()
 
+    @classmethod
+    def declaration(cls):
+        return PROBES.get(cls.parts[0])
+
     def __init__(self, **params: Any):
         image_name, text_name = self.parts
-        try:
-            image_probe = PROBES.build(image_name, **params)
-        except ValueError as err:
-            raise ValueError(f"probe '{self.name}': {err}") from None
-        super().__init__(probes=[image_probe, {"name": text_name}])
+        super().__init__(probes=[PROBES.build(image_name, **params), {"name": text_name}])
+
+    @classmethod
+    def changes_image(cls, params) -> bool:
+        return True
+
+    @classmethod
+    def has_differentiable(cls, params) -> bool:
+        return all(PROBES.get(n).has_differentiable({}) for n in cls.parts)
 
 
 @PROBES.register("rcp_punctuation")

@@ -1,11 +1,12 @@
 """Smoothing filters: Gaussian blur and median blur (kornia, reflect borders)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 
-from mmguard.probes.base import ImageProbe, as_batch, check_odd_kernel, check_range
+from mmguard.core.params import between
+from mmguard.probes.base import ImageProbe, OddKernel, as_batch
 from mmguard.core.registry import PROBES
 
 
@@ -15,9 +16,8 @@ class GaussianBlur(ImageProbe):
 
     name = "blur"
 
-    def __init__(self, kernel: int = 3, sigma: float = 1.0):
-        self.kernel = check_odd_kernel(self.name, kernel)
-        self.sigma = check_range(self.name, "sigma", sigma, 0.0, 100.0, lo_open=True)
+    def __init__(self, kernel: OddKernel = 3, sigma: Annotated[float, between(0, 100, lo_open=True)] = 1.0):
+        self.kernel, self.sigma = kernel, sigma
 
     def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         from kornia.filters import gaussian_blur2d
@@ -33,8 +33,8 @@ class MedianBlur(ImageProbe):
 
     name = "median"
 
-    def __init__(self, kernel: int = 3):
-        self.kernel = check_odd_kernel(self.name, kernel)
+    def __init__(self, kernel: OddKernel = 3):
+        self.kernel = kernel
 
     def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         from kornia.filters import median_blur

@@ -1,12 +1,13 @@
 """Geometric probes: random crop and pad back (rcp), and down-up resizing."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Annotated, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from mmguard.probes.base import ImageProbe, as_batch, check_range
+from mmguard.core.params import ParamError, between
+from mmguard.probes.base import ImageProbe, as_batch
 from mmguard.core.registry import PROBES
 
 PAD_MODES = {"zeros": "constant", "reflect": "reflect"}
@@ -20,11 +21,15 @@ class RandomCropPad(ImageProbe):
     name = "rcp"
     stochastic = True
 
-    def __init__(self, fraction: float = 0.875, pad: str = "zeros"):
-        self.fraction = check_range(self.name, "fraction", fraction, 0.0, 1.0, lo_open=True)
-        if pad not in PAD_MODES:
-            raise ValueError(f"probe 'rcp': key 'pad' = {pad!r} is not one of {', '.join(PAD_MODES)}")
-        self.pad = pad
+    def __init__(self, fraction: Annotated[float, between(0, 1, lo_open=True)] = 0.875,
+                 pad: Literal["zeros", "reflect"] = "zeros"):
+        self.fraction, self.pad = fraction, pad
+
+    @staticmethod
+    def check_params(values) -> None:
+        if values["pad"] == "reflect" and values["fraction"] < 0.5:
+            raise ParamError("fraction", "pad 'reflect' needs fraction >= 0.5 (a smaller crop cannot reflect back "
+                                         "to full size); use pad 'zeros'")
 
     def crop_size(self, h: int, w: int) -> Tuple[int, int]:
         ch, cw = max(1, round(h * self.fraction)), max(1, round(w * self.fraction))
@@ -51,8 +56,8 @@ class Resize(ImageProbe):
 
     name = "resize"
 
-    def __init__(self, factor: float = 0.5):
-        self.factor = check_range(self.name, "factor", factor, 0.0, 1.0, lo_open=True)
+    def __init__(self, factor: Annotated[float, between(0, 1, lo_open=True)] = 0.5):
+        self.factor = factor
 
     def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         from kornia.geometry.transform import resize

@@ -2,17 +2,15 @@
 perturbations, low-quality JPEG against high-frequency (L-inf-style) ones."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Literal, Optional
 
 import torch
 
-from mmguard.probes.base import ImageProbe, check_range
+from mmguard.core.params import between
+from mmguard.probes.base import ImageProbe
 from mmguard.probes.colour import grayscale
 from mmguard.probes.jpeg import jpeg_differentiable, jpeg_pil, jpeg_tensor
 from mmguard.core.registry import PROBES
-
-MODES = ("grayscale", "jpeg")
-
 
 @PROBES.register("iss")
 class ISS(ImageProbe):
@@ -20,11 +18,8 @@ class ISS(ImageProbe):
 
     name = "iss"
 
-    def __init__(self, mode: str = "jpeg", quality: int = 10):
-        if mode not in MODES:
-            raise ValueError(f"probe 'iss': key 'mode' = {mode!r} is not one of {', '.join(MODES)}")
-        self.mode = mode
-        self.quality = check_range(self.name, "quality", quality, 1, 100, integer=True)
+    def __init__(self, mode: Literal["jpeg", "grayscale"] = "jpeg", quality: Annotated[int, between(1, 100)] = 10):
+        self.mode, self.quality = mode, quality
 
     def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return grayscale(x) if self.mode == "grayscale" else jpeg_tensor(x, self.quality)

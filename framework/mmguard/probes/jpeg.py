@@ -3,13 +3,14 @@ JPEG (Reich et al. 2024) for EoT."""
 from __future__ import annotations
 
 import io
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 from PIL import Image
 
 from mmguard.data.sample import pil_to_tensor, tensor_to_pil
-from mmguard.probes.base import ImageProbe, as_batch, check_range
+from mmguard.core.params import between
+from mmguard.probes.base import ImageProbe, as_batch
 from mmguard.core.registry import PROBES
 
 
@@ -43,8 +44,8 @@ class JPEG(ImageProbe):
 
     name = "jpeg"
 
-    def __init__(self, quality: int = 75):
-        self.quality = check_range(self.name, "quality", quality, 1, 100, integer=True)
+    def __init__(self, quality: Annotated[int, between(1, 100)] = 75):
+        self.quality = quality
 
     def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return jpeg_tensor(x, self.quality)

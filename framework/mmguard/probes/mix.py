@@ -7,7 +7,9 @@ from typing import List, Optional
 import numpy as np
 
 from mmguard.data.sample import Sample
-from mmguard.probes.base import Probe, check_range, sample_rng
+from mmguard.core.errors import UserError
+from mmguard.core.params import UnitInterval
+from mmguard.probes.base import Probe, sample_rng
 from mmguard.core.registry import PROBES
 
 
@@ -23,8 +25,8 @@ class Mix(Probe):
     image = True
     text = True
 
-    def __init__(self, fraction: float = 0.5):
-        self.fraction = check_range(self.name, "fraction", fraction, 0.0, 1.0)
+    def __init__(self, fraction: UnitInterval = 0.5):
+        self.fraction = fraction
 
     def keep_ids(self, ids: List[str], seed: int) -> set:
         k = int(math.floor(self.fraction * len(ids) + 0.5))
@@ -41,12 +43,10 @@ class Mix(Probe):
         by_id = {c.id: c for c in clean}
         missing = [s.id for s in samples if s.id not in keep and s.id not in by_id]
         if missing:
-            raise KeyError(f"probe 'mix': no clean sample for id(s) {', '.join(missing[:5])}"
+            raise UserError(f"probe 'mix': no clean sample for id(s) {', '.join(missing[:5])}"
                            f"{' ...' if len(missing) > 5 else ''}")
         return [s if s.id in keep else by_id[s.id] for s in samples]
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         return sample.replace()
 
-    def differentiable(self, x, generator=None):
-        raise NotImplementedError("probe 'mix' is set-level: it has no per-image differentiable version")

@@ -24,9 +24,6 @@ class Punctuation(TextProbe):
 
     name = "punctuation"
 
-    def __init__(self):
-        pass
-
     def transform_text(self, question: str) -> str:
         return strip_punctuation(question)
 
@@ -36,9 +33,6 @@ class Case(TextProbe):
     """Lower-case the question."""
 
     name = "case"
-
-    def __init__(self):
-        pass
 
     def transform_text(self, question: str) -> str:
         return question.lower()
@@ -50,9 +44,6 @@ class Whitespace(TextProbe):
     zero-width characters (U+200B-U+200D, U+2060, U+FEFF) are removed too."""
 
     name = "whitespace"
-
-    def __init__(self):
-        pass
 
     def transform_text(self, question: str) -> str:
         return _WS.sub(" ", _ZERO_WIDTH.sub("", question)).strip()

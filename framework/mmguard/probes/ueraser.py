@@ -9,11 +9,12 @@ each copy and back-propagates the per-sample maximum (``copies: 1`` is plain per
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Annotated, Dict, Optional, Tuple
 
 import torch
 
-from mmguard.probes.base import ImageProbe, as_batch, check_range
+from mmguard.core.params import between
+from mmguard.probes.base import ImageProbe, as_batch
 from mmguard.core.registry import PROBES
 
 
@@ -41,8 +42,8 @@ class UEraser(ImageProbe):
     stochastic = True
     in_training_step = True
 
-    def __init__(self, copies: int = 5):
-        self.copies = check_range(self.name, "copies", copies, 1, 1000, integer=True)
+    def __init__(self, copies: Annotated[int, between(1, 1000)] = 5):
+        self.copies = copies
         self._pipelines: Dict[Tuple[int, int], object] = {}
 
     def _aug(self, h: int, w: int):

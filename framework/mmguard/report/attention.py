@@ -30,37 +30,25 @@ class AttentionMap:
     mapped: str  # "patch boxes" or "square grid" or "strip"
 
 
-def surrogate_spec(cfg, attack_label: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
-    """The first surrogate of an attack as protect() built it: name, seed and pretrained from the run's recipe
-    (the attack entry matched by label, defaulting to the first victim's model), else from the manifest."""
-    from omegaconf import OmegaConf
-
-    from mmguard.engine.protect import surrogate_specs
-
-    base_seed = (manifest.get("hyperparameters") or {}).get("seed")
-    if base_seed is None:
-        base_seed = manifest.get("seed", 0)
-    entry, default = None, []
-    if cfg is not None:
-        attacks = [OmegaConf.to_container(a, resolve=True) for a in (cfg.get("attacks") or [])]
-        entry = next((a for a in attacks if (a.get("label") or a.get("name")) == attack_label), None)
-        if cfg.get("victims"):
-            v0 = cfg.victims[0]
-            default = [{"name": v0.get("model"), "pretrained": v0.get("pretrained", True), "seed": v0.get("seed")}]
-        if base_seed is None:
-            base_seed = cfg.get("seed", 0)
-    specs = surrogate_specs(entry or {"surrogates": manifest.get("surrogates") or []}, default)
-    if not specs:
-        raise ValueError(f"attack '{attack_label}': neither the manifest nor the recipe names a surrogate")
-    spec = dict(specs[0])
-    spec["seed"] = int(base_seed or 0) if spec["seed"] is None else int(spec["seed"])
-    spec["pretrained"] = bool(spec["pretrained"])
-    spec["ensemble"] = len(specs)
-    return spec
+def surrogate_spec(recipe, attack_label: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """The first surrogate of an attack as it was protected: the run's resolved recipe.yaml names it (every
+    surrogate written out with its seed); without a recipe, the manifest's surrogate names at its seed."""
+    attacks = (recipe or {}).get("attacks") or []
+    attack = next((a for a in attacks if a.get("label") == attack_label), None)
+    if attack is not None and attack.get("surrogates"):
+        first = attack["surrogates"][0]
+        return {"name": first["name"], "seed": int(first.get("seed") or 0), "pretrained": bool(first.get("pretrained")),
+                "ensemble": len(attack["surrogates"])}
+    names = manifest.get("surrogates") or []
+    if not names:
+        raise ValueError(f"attack '{attack_label}': neither the recipe nor the manifest names a surrogate")
+    seed = (manifest.get("hyperparameters") or {}).get("seed", manifest.get("seed", 0))
+    return {"name": names[0], "seed": int(seed or 0), "pretrained": True, "ensemble": len(names)}
 
 
 class SurrogateCache:
-    """Builds each surrogate once per report (attacks usually share theirs); a failure is remembered."""
+    """Builds each surrogate once per report (attacks usually share theirs); a failure is remembered. A tiny
+    model's pre-trained twin is read from the cache, never trained here."""
 
     def __init__(self):
         self._built: Dict[Tuple, Any] = {}
@@ -69,9 +57,9 @@ class SurrogateCache:
         key = (spec["name"], spec["seed"], spec["pretrained"])
         if key not in self._built:
             try:
-                from mmguard.models import build_model
+                from mmguard.models.zoo import load_cached_model
 
-                adapter = build_model(spec["name"], seed=spec["seed"], pretrained=spec["pretrained"])
+                adapter = load_cached_model(spec["name"], seed=spec["seed"], pretrained=spec["pretrained"])
                 adapter.model.eval()
                 self._built[key] = adapter
             except Exception as err:  # noqa: BLE001 - the report says why instead of crashing

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 from mmguard.report import figures
 from mmguard.report.summary import (AttackSet, RunData, attack_labels, inserted_span, load_run, locate_trigger,
                                     protection_left, row_threat, shown_ids, stealth_rows)
-from mmguard.report.table import COLUMNS
+from mmguard.metrics.table import COLUMNS
 
 #: at most this many samples are encoded to measure trigger lengths in tokens
 TRIGGER_TOKEN_SAMPLES = 1000

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from mmguard.core.errors import UserError
 from mmguard.data.sample import Sample
 
 #: rows that are references, not attacks
@@ -46,7 +47,7 @@ class AttackSet:
 class RunData:
     path: Path
     results: Dict[str, Any]
-    cfg: Any  # the recipe (DictConfig) or None
+    cfg: Any  # the run's resolved recipe as written (recipe.yaml, a mapping) or None
     cfg_error: Optional[str]
     attacks: List[AttackSet]
     clean: Dict[str, Sample]  # train samples by id (the originals of the protected sets)
@@ -68,16 +69,18 @@ def load_run(run_dir: str | Path, need_clean: bool = True) -> RunData:
     run_dir = Path(run_dir)
     res_path = run_dir / "results.json"
     if not res_path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no results.json: not a run directory written by 'mmguard run'")
+        raise UserError(f"{run_dir} has no results.json: not a run directory written by 'mmguard run'")
     results = json.loads(res_path.read_text())
 
     cfg, cfg_error = None, None
     recipe = run_dir / "recipe.yaml"
     if recipe.is_file():
-        try:
-            from omegaconf import OmegaConf
+        try:  # read as written: a model or file gone since the run must not hide what can still be shown
+            import yaml
 
-            cfg = OmegaConf.load(recipe)
+            cfg = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+            if not isinstance(cfg, dict):
+                raise ValueError("not a mapping")
         except Exception as err:  # noqa: BLE001 - reported, not fatal
             cfg_error = f"recipe.yaml could not be read ({_reason(err)})"
     else:
@@ -92,9 +95,12 @@ def load_run(run_dir: str | Path, need_clean: bool = True) -> RunData:
             clean_error = f"clean originals unavailable: {cfg_error}"
         else:
             try:
-                from mmguard.engine.runner import load_data
+                from mmguard.core.params import declared
+                from mmguard.core.registry import DATASETS
 
-                clean = {s.id: s for s in load_data(cfg)["train"]}
+                loader = DATASETS.get(cfg["data"]["name"])
+                params = {k: v for k, v in cfg["data"].items() if k in declared(loader)}
+                clean = {s.id: s for s in loader(**params)["train"]}
             except Exception as err:  # noqa: BLE001
                 clean_error = f"the recipe's data could not be loaded again ({_reason(err)})"
     return RunData(run_dir, results, cfg, cfg_error, attacks, clean, clean_error)

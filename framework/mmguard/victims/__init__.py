@@ -1,3 +1,7 @@
-"""Victims (fine-tuning recipes); importing this package registers them."""
-from mmguard.victims import dora, full, lora, projector, projector_lora, qlora  # noqa: F401
-from mmguard.victims.base import Victim  # noqa: F401
+"""Fine-tuning recipes (victims). Importing this package registers every victim: each module of it is imported,
+so a new victim is one new file."""
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

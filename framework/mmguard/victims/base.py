@@ -12,10 +12,10 @@ from torch import nn
 
 
 class Victim:
-    name = ""
+    """What trains in a fine-tuning run. Subclasses declare their own parameters in ``__init__`` (the LoRA
+    family: rank, alpha, dropout); full and projector-only fine-tuning have none."""
 
-    def __init__(self, rank: int = 8, alpha: int = 16, dropout: float = 0.05, **_: object):
-        self.rank, self.alpha, self.dropout = rank, alpha, dropout
+    name = ""
 
     def prepare(self, adapter) -> List[nn.Parameter]:
         raise NotImplementedError

@@ -1,8 +1,11 @@
 """LoRA on the language model's attention and MLP projections (peft)."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from peft import LoraConfig, inject_adapter_in_model
 
+from mmguard.core.params import PositiveFloat, PositiveInt, between
 from mmguard.core.registry import VICTIMS
 from mmguard.victims.base import Victim, language_linear_names
 
@@ -20,8 +23,16 @@ def mark_lora_trainable(model) -> None:
         p.requires_grad_("lora_" in name)
 
 
+class AdapterVictim(Victim):
+    """A victim that trains low-rank adapters: rank, alpha (scale alpha / rank) and dropout, as peft names them."""
+
+    def __init__(self, rank: PositiveInt = 8, alpha: PositiveFloat = 16,
+                 dropout: Annotated[float, between(0, 1, hi_open=True)] = 0.05):
+        self.rank, self.alpha, self.dropout = rank, alpha, dropout
+
+
 @VICTIMS.register("lora")
-class LoRAVictim(Victim):
+class LoRAVictim(AdapterVictim):
     use_dora = False
 
     def prepare(self, adapter):

@@ -1,4 +1,4 @@
-"""The results table: results.json rows -> markdown (results.md and the console)."""
+"""The results table: results.json rows -> markdown (results.md, the console and the report)."""
 from __future__ import annotations
 
 from typing import Dict, List, Sequence

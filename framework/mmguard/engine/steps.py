@@ -1,0 +1,109 @@
+"""Training-step strategies a ``VictimModule`` is given: what one fine-tuning step's loss is.
+
+``StandardStep`` is l_train on the batch as collated. ``AdversarialStep`` (Madry-style adversarial training, a
+probe of the adaptive fine-tuner) first moves the raw images to the worst case within ``eps`` by PGD.
+``MaxOverCopies`` (UEraser's step) trains on each sample's largest loss over augmented copies of its raw image,
+seeded by (seed, epoch, batch index); adversarial training, when on, perturbs each copy.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from mmguard.attacks.losses import l_train
+
+
+class StandardStep:
+    needs_raw_images = False
+
+    def pixels(self, module, batch, raw: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """The pixel inputs of ``raw`` images (default: the batch's own, already collated)."""
+        if raw is None:
+            return {}
+        return module.adapter.to_device(module.adapter.process(raw))
+
+    def __call__(self, module, batch, batch_idx: int) -> torch.Tensor:
+        return l_train(module.adapter.forward({**batch, **self.pixels(module, batch)}), batch["labels"],
+                       reduction="token_mean")
+
+
+class AdversarialStep(StandardStep):
+    """PGD on the raw images inside the loop: ``steps`` signed steps of ``alpha`` within the L-inf ``eps`` ball
+    (alpha 0: 2.5 eps / steps), from a uniform start."""
+
+    needs_raw_images = True
+
+    def __init__(self, eps: float, steps: int, alpha: float = 0.0):
+        self.eps, self.steps = eps, steps
+        self.alpha = alpha or 2.5 * eps / max(1, steps)
+
+    def pixels(self, module, batch, raw: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        adapter = module.adapter
+        raw = [x.to(module.device) for x in (batch["raw_images"] if raw is None else raw)]
+        deltas = [torch.empty_like(x).uniform_(-self.eps, self.eps) for x in raw]
+        for _ in range(self.steps):
+            deltas = [d.detach().requires_grad_(True) for d in deltas]
+            with torch.enable_grad():
+                pixels = adapter.process([(x + d).clamp(0, 1) for x, d in zip(raw, deltas)])
+                loss = l_train(adapter.forward({**batch, **adapter.to_device(pixels)}), batch["labels"],
+                               reduction="token_mean")
+                grads = torch.autograd.grad(loss, deltas)
+            deltas = [(d + self.alpha * g.sign()).clamp(-self.eps, self.eps) for d, g in zip(deltas, grads)]
+        with torch.no_grad():
+            return adapter.to_device(adapter.process([(x + d).clamp(0, 1) for x, d in zip(raw, deltas)]))
+
+    def __call__(self, module, batch, batch_idx: int) -> torch.Tensor:
+        return l_train(module.adapter.forward({**batch, **self.pixels(module, batch)}), batch["labels"],
+                       reduction="token_mean")
+
+
+class MaxOverCopies:
+    """UEraser's max-loss step: the batch mean of each sample's largest loss over ``probe.copies`` augmentations
+    of its raw image (``probe.augment_copies``); ``inner`` makes each copy's pixels (plain or adversarial)."""
+
+    needs_raw_images = True
+
+    def __init__(self, probe, inner: StandardStep, seed: int):
+        self.probe, self.inner, self.seed = probe, inner, seed
+
+    def generator(self, epoch: int, batch_idx: int) -> torch.Generator:
+        """The augmentation Generator of one training step: a function of (seed, epoch, batch index)."""
+        rng = np.random.default_rng([int(self.seed) & ((1 << 63) - 1), int(epoch), int(batch_idx)])
+        return torch.Generator().manual_seed(int(rng.integers(0, (1 << 63) - 1)))
+
+    def copies(self, raw: Sequence[torch.Tensor], generator: torch.Generator) -> List[List[torch.Tensor]]:
+        """``copies`` augmentations of each raw image: a list over copies of the batch's images. Images of one
+        size are augmented together (kornia works on batches)."""
+        groups: Dict[Tuple[int, ...], List[int]] = {}
+        for i, x in enumerate(raw):
+            groups.setdefault(tuple(x.shape), []).append(i)
+        out: List[List[Optional[torch.Tensor]]] = [[None] * len(raw) for _ in range(self.probe.copies)]
+        with torch.no_grad():
+            for idx in groups.values():
+                copies = self.probe.augment_copies(torch.stack([raw[i] for i in idx]), generator)
+                for k in range(copies.shape[0]):
+                    for j, i in enumerate(idx):
+                        out[k][i] = copies[k, j]
+        return out  # type: ignore[return-value]
+
+    def per_copy_losses(self, module, batch, generator: torch.Generator) -> torch.Tensor:
+        """(copies, B) per-sample losses."""
+        raw = [x.to(module.device) for x in batch["raw_images"]]
+        losses = []
+        for images in self.copies(raw, generator):
+            pixels = self.inner.pixels(module, batch, images)
+            losses.append(l_train(module.adapter.forward({**batch, **pixels}), batch["labels"],
+                                  reduction="sample_mean"))
+        return torch.stack(losses)
+
+    def __call__(self, module, batch, batch_idx: int) -> torch.Tensor:
+        return self.per_copy_losses(module, batch, self.generator(module.current_epoch, batch_idx)).max(0).values.mean()
+
+
+def training_step_for(adversarial: Optional[Tuple[float, int, float]], augment, seed: int):
+    """The step strategy of a fine-tuning run: adversarial (eps, steps, alpha) or not, with a training-step
+    augmentation (ueraser) or not."""
+    inner = AdversarialStep(*adversarial) if adversarial else StandardStep()
+    return MaxOverCopies(augment, inner, seed) if augment is not None else inner
