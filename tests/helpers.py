@@ -23,3 +23,40 @@ def recipe_spec(tree: dict):
 def applied(probe, samples, clean=None, seed: int = 0):
     """The training set as the first epoch of a fine-tune sees it through ``probe``."""
     return probe.plan(list(samples), None if clean is None else list(clean), seed).epoch(0)
+
+
+def protect_to(spec, samples, folder=None):
+    """``protect`` into a fresh folder (a temporary one unless given); returns the ProtectedSet."""
+    import tempfile
+    from pathlib import Path
+
+    from mmguard.engine.protect import protect
+
+    folder = Path(folder or tempfile.mkdtemp(prefix="mmguard-test-"))
+    return protect(spec, samples, folder / "release", state_dir=folder / "state", trainer=CPU)
+
+
+def stepping(spec, samples, folder):
+    """A ProtectionModule ready for ``training_step`` outside a Trainer: its state in ``folder``, round 0 written,
+    round 1's file open for the step's output. ``next_round(module)`` moves on, so that a second step reads what
+    the first wrote (read the current perturbations with ``module.deltas(samples, module.round)``)."""
+    from pathlib import Path
+
+    from mmguard.engine.protect import build_protection
+    from mmguard.engine.state import StateDir
+
+    state = StateDir(Path(folder) / "state")
+    module = build_protection(spec, samples, state)
+    state.write_layout([s.id for s in samples], [module.shape(s) for s in samples], "test")
+    module.start()
+    if module.attack.image and not module.attack.classwise:
+        state.deltas(1).create()
+    module.log = lambda *a, **k: None  # outside a Trainer: nothing to log to
+    return module
+
+
+def next_round(module):
+    module.round += 1
+    module._batches_done = 0
+    if module.attack.image and not module.attack.classwise:
+        module.state.deltas(module.round + 1).create()

@@ -113,7 +113,11 @@ CASES = [
     ("output under a file", lambda t, r: (t / "blocker").write_text("x"), ["--out", "{tmp}/blocker/run"],
      "blocker' is a file"),
     ("output is a file", lambda t, r: (t / "blocker").write_text("x"), ["--out", "{tmp}/blocker"],
-     "blocker' is a file"),
+     "blocker is a file, not a folder"),
+    ("output is a foreign folder", lambda t, r: (t / "mine").mkdir() or (t / "mine" / "notes.txt").write_text("x"),
+     ["--out", "{tmp}/mine"], "holds files that mmguard did not write"),
+    ("output is the data folder", lambda t, r: None, ["--out", "{tmp}/data"], "this is the data folder"),
+    ("output inside the data folder", lambda t, r: None, ["--out", "{tmp}/data/run"], "this is the data folder"),
 ]
 
 

@@ -42,10 +42,11 @@ def cmd_run(args) -> int:
 
         print(dump(spec), end="")
         return 0
+    from mmguard.engine import distributed
     from mmguard.engine.runner import run_recipe
 
-    run_recipe(spec, args.out)
-    if not args.no_report:
+    run_recipe(spec, args.out, overwrite=args.overwrite)
+    if not args.no_report and distributed.rank() == 0:
         out = args.out or spec.out
         try:
             _write_report(out, samples=4, attention=True, layer=0)
@@ -71,13 +72,40 @@ def cmd_report(args) -> int:
 
 def cmd_protect(args) -> int:
     """Protect the recipe's train split with its first attack (or ``--attack LABEL``) and write the data set."""
+    from mmguard.engine import distributed
     from mmguard.engine.runner import protect_recipe
 
-    ps = protect_recipe(_spec(args), args.out, args.attack)
+    ps = protect_recipe(_spec(args), args.out, args.attack, overwrite=args.overwrite, shard=_shard(args.shard))
+    if distributed.rank() != 0:
+        return 0
     s = ps.summary
     psnr = f"{s['psnr']:.2f} dB" if s["psnr"] is not None else "-"
-    print(f"wrote {args.out}/data.json ({s['n']} samples, attack {ps.label}, surrogates {', '.join(ps.surrogates)}, "
+    print(f"wrote {ps.path}/data.json ({s['n']} samples, attack {ps.label}, surrogates {', '.join(ps.surrogates)}, "
           f"PSNR {psnr}, max L-inf {s['linf_max_255']}/255)")
+    return 0
+
+
+def _shard(text):
+    """``--shard I/N`` -> (I, N)."""
+    if text is None:
+        return None
+    from mmguard.core.errors import UserError
+
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text}: expected I/N, e.g. 0/4 (slice I of N, counted from 0)") from None
+    if not 0 <= i < n:
+        raise UserError(f"--shard {text}: I must be in 0..N-1")
+    return i, n
+
+
+def cmd_merge(args) -> int:
+    """``mmguard merge DIR``: the shards of an array job as one release in DIR."""
+    from mmguard.engine.runner import merge_shards
+
+    out = merge_shards(args.run_dir)
+    print(f"wrote {out}/data.json (merged from {out}/shards)")
     return 0
 
 
@@ -87,6 +115,10 @@ def cmd_finetune(args) -> int:
     from mmguard.engine.runner import finetune_recipe
 
     res = finetune_recipe(_spec(args), args.out, args.train, args.name)
+    from mmguard.engine import distributed
+
+    if distributed.rank() != 0:
+        return 0
     print(f"accuracy on the clean test split: {res['accuracy']:.3f} ({res['n']} samples)")
     return 0
 
@@ -95,7 +127,7 @@ def cmd_evaluate(args) -> int:
     from mmguard.engine.runner import evaluate_recipe
 
     spec = _spec(args)
-    res = evaluate_recipe(spec, args.weights)
+    res = evaluate_recipe(spec, args.weights, args.out, args.name)
     print(f"{spec.victims[0].model.name}: accuracy {res['accuracy']:.3f} on {res['n']} test samples")
     return 0
 
@@ -145,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="run the whole benchmark of a recipe")
     recipe_args(s)
+    s.add_argument("--overwrite", action="store_true",
+                   help="--out may hold something else: it is moved aside (DIR.replaced-<time>), never deleted")
     s.add_argument("--print-config", action="store_true", help="print the resolved recipe (every default) and exit")
     s.add_argument("--no-report", action="store_true", help="skip report.html (make it later: mmguard report DIR)")
     s.set_defaults(fn=cmd_run)
@@ -158,8 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("protect", help="protect the recipe's train split and write the data set")
     recipe_args(s, out_required=True)
+    s.add_argument("--overwrite", action="store_true",
+                   help="--out may hold something else: it is moved aside (DIR.replaced-<time>), never deleted")
+    s.add_argument("--shard", default=None, metavar="I/N",
+                   help="protect slice I of N (an array job's task) into DIR/shards/I; then: mmguard merge DIR")
     s.add_argument("--attack", default=None, help="which of the recipe's attacks (its label; default the first)")
     s.set_defaults(fn=cmd_protect)
+
+    s = sub.add_parser("merge", help="assemble the shards of 'protect --shard I/N --out DIR' into one release")
+    s.add_argument("run_dir", help="the --out folder of the shards")
+    s.set_defaults(fn=cmd_merge)
 
     s = sub.add_parser("finetune", help="fine-tune the recipe's first victim, evaluate on its clean test split")
     recipe_args(s)
@@ -170,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="evaluate the recipe's first victim model (zero-shot or given weights)")
     recipe_args(s)
     s.add_argument("--weights", default=None, help="safetensors weights to load first (every key must match)")
+    s.add_argument("--name", default="evaluate", help="row name in results.json (with --out)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("zoo", help="the tiny model zoo")

@@ -6,13 +6,12 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import CPU, attack_spec
+from helpers import attack_spec, next_round, protect_to, stepping
 from PIL import Image
 
 from mmguard.attacks import hotflip
 from mmguard.core.registry import ATTACKS, MODELS
 from mmguard.data.synthetic import generate
-from mmguard.engine.protect import build_protection, protect, write_protected
 
 FAMILIES = [n for n in MODELS.names("tiny-*") if not n.endswith("-wide")]
 FAST = {"R": 2, "P": 2, "Q": 1, "top_k": 4, "verify_k": 2, "eps_t": 2, "batch_size": 4}
@@ -20,7 +19,7 @@ FAST = {"R": 2, "P": 2, "Q": 1, "top_k": 4, "verify_k": 2, "eps_t": 2, "batch_si
 
 def run(attack, family, seed=0, n=4, **extra):
     samples = generate(n, seed=5, types=("colour",))
-    return samples, protect(attack_spec(attack, [family], seed=seed, each={**FAST, **extra}), samples, trainer=CPU)
+    return samples, protect_to(attack_spec(attack, [family], seed=seed, each={**FAST, **extra}), samples)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -28,7 +27,7 @@ def run(attack, family, seed=0, n=4, **extra):
 def test_attack_on_family(attack, family, tmp_path):
     samples, ps = run(attack, family)
     cls = ATTACKS.get(attack)
-    out = write_protected(ps, tmp_path / "prot", seed=0, clean=samples)
+    out = ps.path
     data = json.loads((out / "data.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(data) == len(samples) and manifest["attack"] == attack
@@ -75,45 +74,45 @@ def test_same_seed_same_protection(attack):
         assert x.question == y.question
 
 
-def module_for(samples, attack, **keys):
-    module = build_protection(attack_spec(attack, each={**FAST, "Q": 0, **keys}), samples)
-    module.log = lambda *a, **k: None  # training_step outside a Trainer: nothing to log to
-    return module
+def module_for(samples, attack, tmp_path, **keys):
+    return stepping(attack_spec(attack, each={**FAST, "Q": 0, **keys}), samples, tmp_path)
 
 
 def l_prot(module, samples, images=None):
+    """l_prot of the current protected inputs (or ``images``), with the current triggers."""
     with torch.no_grad():
-        views = module.views(samples, [module.triggers[s.id] for s in samples])
-        images = module.protected_images(samples) if images is None else images
-        return float(module.l_prot(views, images, [module.store.get(s) for s in samples]).mean())
+        views = module.views(samples, [module.triggers.get(s.id) for s in samples])
+        deltas = module.deltas(samples, module.round) if module.attack.image else None
+        images = module.images(samples, module.round) if images is None else images
+        return float(module.l_prot(views, images, deltas).mean())
 
 
 @pytest.mark.parametrize("attack", [a for a in ATTACKS.names() if ATTACKS.get(a).optimize])
-def test_protection_loss_falls(attack):
+def test_protection_loss_falls(attack, tmp_path):
     """With the surrogate held fixed (Q=0: LoRA re-initialized to zero each round), l_prot must fall."""
     samples = generate(8, seed=5, types=("colour",))
-    module = module_for(samples, attack, P=5)
+    module = module_for(samples, attack, tmp_path, P=5)
     before = l_prot(module, samples)
     for _ in range(2):
         module.training_step([s.id for s in samples], 0)
+        next_round(module)
     assert l_prot(module, samples) < before
 
 
-def test_perturbations_are_stored_by_sample_id_not_batch_position():
-    from mmguard.engine.store import PerturbationStore
+def test_perturbations_are_stored_by_sample_id_on_disk_as_float16(tmp_path):
+    """Perturbations live in round files keyed by sample id (2 bytes per sub-pixel), not by batch position; the
+    file of the running round is never written, the next round's once per sample."""
+    from mmguard.engine.state import StateDir
 
     samples = generate(6, seed=0, types=("colour",))
-    store = PerturbationStore(samples, eps=8 / 255, seed=0)
+    state = StateDir(tmp_path)
+    state.write_layout([s.id for s in samples], [(3, 32, 32)] * 6, "x")
+    file = state.deltas(0).create()
     marker = torch.full((3, 32, 32), 0.01)
-    store.set(samples[4], marker)
-    shuffled = [samples[i] for i in (4, 0, 5, 1, 3, 2)]
-    assert torch.equal(store.get(shuffled[0]), marker)
-    assert not torch.equal(store.get(samples[0]), marker)
-    assert len(store) == 6
-    classwise = PerturbationStore(samples, eps=8 / 255, classwise=True, seed=0)
-    assert len(classwise) == len({s.answer for s in samples})
-    same = [s for s in samples if s.answer == samples[0].answer]
-    assert all(torch.equal(classwise.get(s), classwise.get(samples[0])) for s in same)
+    file.write_many([(samples[4].id, marker)])
+    assert torch.allclose(file.read(samples[4].id), marker, atol=1e-5)
+    assert torch.equal(file.read(samples[0].id), torch.zeros(3, 32, 32))
+    assert file.path.stat().st_size == 6 * 3 * 32 * 32 * 2
 
 
 def test_release_is_8bit_and_within_budget():
@@ -127,40 +126,42 @@ def test_release_is_8bit_and_within_budget():
     assert out.min() >= 0 and out.max() <= 1
 
 
-def test_target_shift_pulls_towards_the_next_class():
+def test_target_shift_pulls_towards_the_next_class(tmp_path):
     """target: shift optimizes each sample towards the next class's answer (and l_train is minimized even
     for a *_max attack)."""
     samples = generate(12, seed=5, types=("colour",))
-    module = module_for(samples, "mmguard_bph_max", P=4, target="shift")
+    module = module_for(samples, "mmguard_bph_max", tmp_path, P=4, target="shift")
     classes = sorted({s.answer for s in samples})
     for s in samples:
-        assert module.objective_samples[s.id].answer == classes[(classes.index(s.answer) + 1) % len(classes)]
+        assert module.objective[s.id].answer == classes[(classes.index(s.answer) + 1) % len(classes)]
     before = l_prot(module, samples)
     module.training_step([s.id for s in samples], 0)
+    next_round(module)
     assert l_prot(module, samples) < before
 
 
-def test_expectation_over_transformation_through_differentiable_jpeg():
+def test_expectation_over_transformation_through_differentiable_jpeg(tmp_path):
     """eot: the image loss is averaged over differentiable probe versions (kornia's JPEG among them); the
     perturbation then differs from the plain one, and the loss under JPEG falls."""
     samples = generate(6, seed=5, types=("colour",))
     eot = [{"name": "jpeg", "quality": 75}, {"name": "blur"}, {"name": "none"}]
-    module = module_for(samples, "em_image", P=4, init="zero", eot=eot)
-    assert len(module.eot_images(module.protected_images(samples))) == 3
-    jpeg = module.eot[0]
+    module = module_for(samples, "em_image", tmp_path, P=4, init="zero", eot=eot)
+    assert len(module.eot_versions(module.images(samples, 0), torch.Generator())) == 3
+    probes = list(module.eot)
 
     def under_jpeg():
         module.eot = []
         try:
-            return l_prot(module, samples, [jpeg.differentiable(x[None])[0] for x in module.protected_images(samples)])
+            jpeg = [probes[0].differentiable(x[None])[0] for x in module.images(samples, module.round)]
+            return l_prot(module, samples, jpeg)
         finally:
-            module.eot = [jpeg, module_eot[1], None]
+            module.eot = probes
 
-    module_eot = list(module.eot)
     before = under_jpeg()
     module.training_step([s.id for s in samples], 0)
+    next_round(module)
     assert under_jpeg() < before
-    assert all(module.store.get(s).abs().max() > 0 for s in samples)
+    assert all(d.abs().max() > 0 for d in module.deltas(samples, module.round))
 
 
 @pytest.mark.parametrize("attack", ["mmguard_bph", "mmguard_crs", "em_image"])
@@ -171,7 +172,7 @@ def test_weighted_ensemble_of_two_families(attack):
     spec = attack_spec(attack, ["tiny-qwen2_5_vl", "tiny-paligemma"], each=FAST, weights=[3, 1])
     assert spec.surrogates[1].name == "tiny-paligemma"
     assert spec.weights == [0.75, 0.25]
-    ps = protect(spec, samples, trainer=CPU)
+    ps = protect_to(spec, samples)
     assert ps.surrogates == ["tiny-qwen2_5_vl", "tiny-paligemma"]
     assert ps.summary["linf_max_255"] <= 8 and len(ps.history) >= 1
     if ATTACKS.get(attack).text:

@@ -106,6 +106,17 @@ def test_report_command_says_what_it_cannot_show(run_dir, tmp_path, capsys):
     assert f"wrote {copy / 'report.html'}" in capsys.readouterr().out
 
 
+def test_report_says_when_a_run_is_incomplete(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    results = json.loads((copy / "results.json").read_text())
+    assert results["status"] == "complete"
+    results["status"] = "running"
+    (copy / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(copy), "--no-attention"]) == 0
+    assert "This run is incomplete" in (copy / "report.html").read_text()
+
+
 def test_report_of_a_folder_that_is_no_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results.json" in capsys.readouterr().err

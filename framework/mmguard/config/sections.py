@@ -67,6 +67,13 @@ class LoopParams:
     lora_dropout: Annotated[float, between(0, 1, hi_open=True)] = _in(ROUNDS, 0.1)
     lora_lr: PositiveFloat = _in(ROUNDS, 1e-3)
     reinit: bool = _in(ROUNDS, True, "re-initialize the surrogates' adapters every round")
+    # how the loop runs on the hardware (not METHOD.md's; results do not depend on them except through precision)
+    precision: Precision = _in(ROUNDS, "auto", "auto: bf16 mixed precision on GPUs that have it, else 32-bit")
+    micro_batch_size: Optional[PositiveInt] = _in(
+        ROUNDS, None, "split each batch's PGD and HotFlip passes into micro-batches (gradients accumulate)")
+    gradient_checkpointing: bool = _in(ROUNDS, False, "recompute the surrogates' activations in the backward pass")
+    checkpoint_every: Optional[PositiveInt] = _in(
+        ROUNDS, None, "also checkpoint every n batches (always at each round's end)")
 
     def __post_init__(self) -> None:
         if self.verify_k is not None and self.verify_k > self.top_k:
@@ -102,6 +109,7 @@ class FinetuneParams:
     adv_eps: Annotated[float, between(0, 1)] = 0.0
     adv_steps: NonNegativeInt = 0
     adv_alpha: NonNegativeFloat = 0.0
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.adv_eps > 0 and self.adv_steps == 0:

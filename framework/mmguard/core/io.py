@@ -1,4 +1,4 @@
-"""Atomic file writes: a run that dies leaves the old file or the new one, never half of one."""
+"""Atomic file writes: a run that dies leaves the old file or the new one, never half of one; files are 0644."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+READABLE = 0o644
 
 
 @contextlib.contextmanager
@@ -20,6 +22,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, READABLE)  # mkstemp makes it owner-only; outputs are for others to read
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -39,6 +42,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, READABLE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from PIL import Image
 
@@ -80,16 +80,6 @@ def _json_safe(meta: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _write_images(samples: Sequence[Sample], out_dir: Path) -> List[str]:
-    check_export_names(samples)  # before the first file is written
-    rels = []
-    for s in samples:
-        name = image_filename(s.id)
-        write_png_atomic(s.pil, out_dir / "images" / name)
-        rels.append(f"images/{name}")
-    return rels
-
-
 def _extras(s: Sample) -> Dict[str, Any]:
     extra: Dict[str, Any] = {"answers": list(s.aliases), "choices": list(s.choices) if s.choices else None}
     meta = _json_safe(s.meta)
@@ -98,33 +88,67 @@ def _extras(s: Sample) -> Dict[str, Any]:
     return extra
 
 
+def llava_entry(s: Sample, rel: str) -> Dict[str, Any]:
+    return {"id": s.id, "image": rel,
+            "conversations": [{"from": "human", "value": f"<image>\n{s.prompt_question}"},
+                              {"from": "gpt", "value": s.answer}], **_extras(s)}
+
+
+def sharegpt_entry(s: Sample, rel: str) -> Dict[str, Any]:
+    return {"id": s.id, "messages": [{"role": "user", "content": f"<image>{s.prompt_question}"},
+                                     {"role": "assistant", "content": s.answer}],
+            "images": [rel], **_extras(s)}
+
+
+class DatasetWriter:
+    """Writes a data set one sample at a time (each image as soon as it is made, nothing decoded kept), then its
+    LLaVA JSON and/or ShareGPT files at ``close``; ids are checked for colliding file names first."""
+
+    def __init__(self, out_dir: PathLike, llava: Optional[str] = "data.json", sharegpt: Optional[str] = None,
+                 dataset_info: bool = True):
+        self.out_dir, self.llava, self.sharegpt, self.dataset_info = Path(out_dir), llava, sharegpt, dataset_info
+        self.llava_entries: List[Dict[str, Any]] = []
+        self.sharegpt_entries: List[Dict[str, Any]] = []
+
+    def add(self, sample: Sample) -> Path:
+        """Write the sample's image; returns its path."""
+        rel = f"images/{image_filename(sample.id)}"
+        path = write_png_atomic(sample.pil, self.out_dir / rel)
+        if self.llava:
+            self.llava_entries.append(llava_entry(sample, rel))
+        if self.sharegpt:
+            self.sharegpt_entries.append(sharegpt_entry(sample, rel))
+        return path
+
+    def close(self) -> Path:
+        if self.sharegpt:
+            write_json_atomic(self.out_dir / self.sharegpt, self.sharegpt_entries)
+            if self.dataset_info:
+                write_json_atomic(self.out_dir / "dataset_info.json", {Path(self.sharegpt).stem: {
+                    "file_name": self.sharegpt, "formatting": "sharegpt",
+                    "columns": {"messages": "messages", "images": "images"},
+                    "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                             "assistant_tag": "assistant"}}})
+        if self.llava:
+            return write_json_atomic(self.out_dir / self.llava, self.llava_entries)
+        return self.out_dir / self.sharegpt
+
+
 def export_llava_json(samples: Sequence[Sample], out_dir: PathLike, name: str = "data.json") -> Path:
     """Write ``out_dir/name`` (DESIGN.md's LLaVA JSON) and ``out_dir/images/<id>.png``; returns the JSON path."""
-    out_dir = Path(out_dir)
-    rels = _write_images(samples, out_dir)
-    entries = [{"id": s.id, "image": rel,
-                "conversations": [{"from": "human", "value": f"<image>\n{s.prompt_question}"},
-                                  {"from": "gpt", "value": s.answer}],
-                **_extras(s)} for s, rel in zip(samples, rels)]
-    return write_json_atomic(out_dir / name, entries)
+    check_export_names(samples)  # before the first file is written
+    writer = DatasetWriter(out_dir, llava=name)
+    for s in samples:
+        writer.add(s)
+    return writer.close()
 
 
 def export_sharegpt(samples: Sequence[Sample], out_dir: PathLike, name: str = "data.json",
                     dataset_info: bool = True) -> Path:
     """Write ShareGPT in LLaMA-Factory's multimodal layout (``messages`` with ``role``/``content``, ``images``)
     and, with ``dataset_info``, the ``dataset_info.json`` that registers it there; returns the JSON path."""
-    out_dir = Path(out_dir)
-    rels = _write_images(samples, out_dir)
-    entries = [{"id": s.id,
-                "messages": [{"role": "user", "content": f"<image>{s.prompt_question}"},
-                             {"role": "assistant", "content": s.answer}],
-                "images": [rel], **_extras(s)} for s, rel in zip(samples, rels)]
-    path = write_json_atomic(out_dir / name, entries)
-    if dataset_info:
-        stem = Path(name).stem
-        write_json_atomic(out_dir / "dataset_info.json", {stem: {
-            "file_name": name, "formatting": "sharegpt",
-            "columns": {"messages": "messages", "images": "images"},
-            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                     "assistant_tag": "assistant"}}})
-    return path
+    check_export_names(samples)
+    writer = DatasetWriter(out_dir, llava=None, sharegpt=name, dataset_info=dataset_info)
+    for s in samples:
+        writer.add(s)
+    return writer.close()

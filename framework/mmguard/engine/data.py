@@ -6,11 +6,15 @@ crop + pad, ...) are drawn anew every epoch, from (seed, epoch, index, id), what
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
+import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from mmguard.data.sample import Sample
+from mmguard.engine import distributed
+from mmguard.engine.state import derived_seed
 
 Redraw = Callable[[int, Sample, int], Sample]  # (index, sample, epoch) -> the sample that epoch sees
 
@@ -38,23 +42,33 @@ class SampleDataset(Dataset):
 
 class EpochSampler(Sampler):
     """Wraps a sampler and tags each index with the epoch: yields (epoch, index). Lightning calls
-    ``set_epoch`` before each epoch; without it, each new pass counts as the next epoch."""
+    ``set_epoch`` before each epoch; without it, each new pass counts as the next epoch. Under DDP each rank
+    takes every world-th index of the same epoch order (padded by wrapping around, as DistributedSampler does, so
+    that every rank runs the same number of steps)."""
 
-    def __init__(self, sampler: Sampler):
-        self.sampler = sampler
+    def __init__(self, sampler: Sampler, seed: Optional[int] = None):
+        self.sampler, self.seed = sampler, seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return math.ceil(len(self.sampler) / distributed.world())
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         epoch = self.epoch
         self.epoch += 1
-        for i in self.sampler:
+        if self.seed is not None and isinstance(self.sampler, RandomSampler):
+            # each epoch's order from (seed, epoch): the same on every rank, and again after a resume
+            self.sampler.generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
+        order = list(self.sampler)
+        world, rank = distributed.world(), distributed.rank()
+        if world > 1:
+            order = (order * 2)[: len(self) * world][rank::world]
+        for i in order:
             yield epoch, i
+
 
 
 class TrainCollator:
@@ -81,15 +95,25 @@ def train_loader(adapter, samples: Sequence[Sample], batch_size: int, seed: int,
                  transform: Optional[Callable] = None, shuffle: bool = True, keep_raw: bool = False,
                  redraw: Optional[Redraw] = None) -> DataLoader:
     """Shuffled (seeded) batches; ``redraw`` (a probe plan's ``draw``) re-draws random probe stages per epoch."""
-    import torch
-
     dataset = SampleDataset(samples, transform, redraw)
-    gen = torch.Generator().manual_seed(seed)
-    base = RandomSampler(dataset, generator=gen) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(base),
+    base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(base, seed),
                       collate_fn=TrainCollator(adapter, keep_raw), num_workers=0, drop_last=False)
 
 
+class ShardSampler(Sampler):
+    """Evaluation: this rank's every world-th sample, no padding, so each test sample is predicted exactly once."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return len(range(distributed.rank(), self.n, distributed.world()))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(distributed.rank(), self.n, distributed.world()))
+
+
 def eval_loader(samples: Sequence[Sample], batch_size: int) -> DataLoader:
-    return DataLoader(SampleDataset(samples), batch_size=batch_size, shuffle=False, collate_fn=keep_samples,
-                      num_workers=0)
+    return DataLoader(SampleDataset(samples), batch_size=batch_size, sampler=ShardSampler(len(samples)),
+                      collate_fn=keep_samples, num_workers=0)

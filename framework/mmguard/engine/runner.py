@@ -6,26 +6,38 @@ reused by every victim and probe. The probe runs inside fine-tuning: its random 
 A victim that cannot run on this machine (qlora without a GPU and bitsandbytes) gets rows with ``accuracy`` null
 and a ``note`` instead of stopping the run. Everything a user could get wrong is checked before any work
 (``engine/preflight.py``).
+
+The output folder is a run folder (``engine/runfolder.py``): results.json carries ``status: running | complete``
+and, per row, a hash of the row's resolved spec; the same command on the same folder resumes, skipping finished
+rows, resuming protections from their checkpoints and fine-tunes from their Lightning checkpoints. Under DDP
+every rank runs the same rows; only rank 0 writes.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from mmguard.config.recipe import dump
-from mmguard.config.spec import AttackSpec, DataSpec, ProbeSpec, RunSpec, VictimSpec, to_tree
+from mmguard.config.spec import (AttackSpec, DataSpec, ProbeSpec, RunSpec, VictimSpec, attack_tree, probe_tree,
+                                 to_tree, victim_tree)
 from mmguard.core.errors import UserError
 from mmguard.core.io import atomic_write_json, atomic_write_text
 from mmguard.core.registry import PROBES, VICTIMS
 from mmguard.data.sample import Sample
+from mmguard.engine import distributed
 from mmguard.engine.finetune import evaluate, finetune
 from mmguard.engine.models import build_adapter
 from mmguard.engine.preflight import check_surrogates, check_writable, load_data
+from mmguard.engine.protect import ProtectedSet, merge, protect, spec_hash
+from mmguard.engine.runfolder import RunFolder, data_folders
 from mmguard.engine.trainer import build_logger
 from mmguard.metrics.table import markdown_table, results_markdown
 from mmguard.victims.qlora import QLoRAUnavailable
+
+RowKey = Tuple[str, str, str]
 
 
 def build_probe(spec: ProbeSpec):
@@ -34,12 +46,14 @@ def build_probe(spec: ProbeSpec):
 
 
 class Runner:
-    def __init__(self, spec: RunSpec, out: Optional[str] = None):
+    def __init__(self, spec: RunSpec, out: Optional[str] = None, overwrite: bool = False, kind: str = "run"):
         self.spec = spec
         self.out = Path(out or spec.out)
+        self.folder = RunFolder(self.out, spec.name, kind, data_folders(spec.data.params), overwrite)
         self.rows: List[Dict] = []
         self.t0 = time.time()
-        self.protected: Dict[str, "ProtectedSet"] = {}
+        self.protected: Dict[str, ProtectedSet] = {}
+        self.status = "running"
 
     # -- rows ------------------------------------------------------------------------------------------------
     def row(self, attack: str, victim: str, probe: str, accuracy: Optional[float], clean_accuracy: Optional[float],
@@ -49,29 +63,58 @@ class Runner:
         return {"attack": attack, "victim": victim, "probe": probe, "accuracy": accuracy, "delta_acc": delta,
                 "psnr": None, "ssim": None, **extra}
 
+    def row_hash(self, v: VictimSpec, probe: Optional[ProbeSpec], attack: Optional[AttackSpec]) -> str:
+        """What a row's number depends on: data, seed, evaluation, the victim, the probe and the attack."""
+        return spec_hash({"data": {"name": self.spec.data.name, **self.spec.data.params}, "seed": self.spec.seed,
+                          "eval": vars(self.spec.eval), "victim": victim_tree(v),
+                          "probe": probe_tree(probe) if probe else None,
+                          "attack": attack_tree(attack) if attack else None})
+
+    def finished(self, key: RowKey, digest: str) -> Optional[Dict]:
+        return next((r for r in self.rows if (r["attack"], r["victim"], r["probe"]) == key
+                     and r.get("spec_hash") == digest), None)
+
     def add_row(self, row: Dict) -> None:
-        self.rows.append(row)
+        key = (row["attack"], row["victim"], row["probe"])
+        self.rows = [r for r in self.rows if (r["attack"], r["victim"], r["probe"]) != key] + [row]
         self.write()  # results so far survive a crash later in the run
 
     def results(self) -> Dict:
-        return {"recipe": self.spec.name, "seed": self.spec.seed, "rows": self.rows,
+        return {"recipe": self.spec.name, "seed": self.spec.seed, "status": self.status, "rows": self.rows,
                 "elapsed_s": round(time.time() - self.t0, 1), "config": to_tree(self.spec)}
 
     def write(self) -> None:
+        if distributed.rank() != 0:
+            return
         res = self.results()
         atomic_write_json(self.out / "results.json", res)
         atomic_write_text(self.out / "results.md", results_markdown(res))
 
+    def load_rows(self) -> None:
+        """The rows an earlier (killed, requeued or extended) run of this folder finished."""
+        path = self.out / "results.json"
+        if path.is_file():
+            previous = json.loads(path.read_text())
+            self.rows = list(previous.get("rows") or [])
+            self.t0 -= float(previous.get("elapsed_s") or 0)
+
     def _save_predictions(self, row_name: str, predictions) -> None:
+        if distributed.rank() != 0:
+            return
         lines = "".join(json.dumps(p) + "\n" for p in predictions)
         atomic_write_text(self.out / "predictions" / f"{row_name.replace('/', '_')}.jsonl", lines)
 
     # -- the steps -------------------------------------------------------------------------------------------
     def prepare(self) -> Dict[str, List[Sample]]:
-        """Everything checkable before work: the output folder, the data (every image), the surrogates."""
+        """Everything checkable before work (the output folder, the data, the surrogates), then the folder is
+        claimed: created, resumed or (``--overwrite``) its old contents moved aside."""
+        self.folder.check()
         check_writable(self.out)
         data = load_data(self.spec.data)
         check_surrogates(self.spec)
+        self.folder.claim()
+        distributed.barrier()
+        self.load_rows()
         return data
 
     def zero_shot(self, v: VictimSpec, test: List[Sample]) -> Dict:
@@ -82,28 +125,36 @@ class Runner:
 
     def fit_and_eval(self, v: VictimSpec, train: List[Sample], test: List[Sample], row_name: str,
                      probe: Optional[ProbeSpec] = None, clean: Optional[List[Sample]] = None) -> Dict:
-        """Fine-tune victim ``v`` on ``train`` (through ``probe``; ``clean`` for mix) and evaluate on ``test``."""
+        """Fine-tune victim ``v`` on ``train`` (through ``probe``; ``clean`` for mix) and evaluate on ``test``;
+        the fine-tune keeps a Lightning checkpoint until its row is written, so a killed run resumes it."""
         t0 = time.time()
         adapter = build_adapter(v.model)
+        ckpt = self.out / "state" / "finetune" / row_name.replace("/", "_")
         module = finetune(adapter, VICTIMS.build(v.name, **v.params), v.finetune, train, seed=self.spec.seed,
                           trainer=self.spec.trainer, logger=build_logger(self.spec.logger, self.out, row_name),
-                          out_dir=self.out, probe=build_probe(probe) if probe is not None else None, clean=clean)
+                          out_dir=self.out, probe=build_probe(probe) if probe is not None else None, clean=clean,
+                          checkpoint_dir=ckpt)
         result = evaluate(adapter, test, max_new_tokens=self.spec.eval.max_new_tokens,
                           batch_size=self.spec.eval.batch_size, trainer=self.spec.trainer, module=module)
         self._save_predictions(row_name, result["predictions"])
         result["seconds"] = round(time.time() - t0, 2)
+        result["checkpoint"] = ckpt
         return result
 
-    def protect(self, a: AttackSpec, train: List[Sample]) -> "ProtectedSet":
-        """An attack's protected train set, computed once and written to ``out/protected/<label>/``."""
-        from mmguard.engine.protect import protect, write_protected
+    def done_with(self, result: Dict) -> None:
+        """The row is written: its fine-tune checkpoint is no longer needed (ours to remove)."""
+        distributed.barrier()
+        if distributed.rank() == 0 and result.get("checkpoint") is not None:
+            shutil.rmtree(result["checkpoint"], ignore_errors=True)
 
+    def protect(self, a: AttackSpec, train: List[Sample]) -> ProtectedSet:
+        """An attack's protected train set, computed once (resumed from its state, or read back when a release
+        for the same spec is on disk) into ``out/protected/<label>/``."""
         if a.label not in self.protected:
             print(f"[mmguard] protecting the train set with {a.label} ...")
-            ps = protect(a, train, trainer=self.spec.trainer,
-                         logger=build_logger(self.spec.logger, self.out, f"protect__{a.label}"))
-            write_protected(ps, self.out / "protected" / a.label, a.seed, train)
-            self.protected[a.label] = ps
+            self.protected[a.label] = protect(
+                a, train, self.out / "protected" / a.label, state_dir=self.out / "state" / a.label,
+                trainer=self.spec.trainer, logger=build_logger(self.spec.logger, self.out, f"protect__{a.label}"))
         return self.protected[a.label]
 
     # -- the whole benchmark ---------------------------------------------------------------------------------
@@ -111,89 +162,127 @@ class Runner:
         spec = self.spec
         data = self.prepare()
         train, test = data["train"], data["test"]
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "recipe.yaml", dump(spec))
+        if distributed.rank() == 0:
+            atomic_write_text(self.out / "recipe.yaml", dump(spec))
+        self.write()
         for v in spec.victims:
             if spec.eval.zero_shot:
-                self.add_row(self.row("zero_shot", v.label, "none", self.zero_shot(v, test)["accuracy"], None))
-            skip: Optional[str] = None  # why this victim cannot run here (qlora without a GPU)
+                digest = self.row_hash(v, None, None)
+                if not self.finished(("zero_shot", v.label, "none"), digest):
+                    acc = self.zero_shot(v, test)["accuracy"]
+                    self.add_row(self.row("zero_shot", v.label, "none", acc, None, spec_hash=digest))
             for probe in spec.probes_of(v):
-                tag = f"{v.label}__{probe.label}"
-                if skip is None:
-                    try:
-                        clean = self.fit_and_eval(v, train, test, f"clean__{tag}", probe=probe, clean=train)
-                    except QLoRAUnavailable as err:
-                        skip = f"skipped: {err}"
-                        print(f"[mmguard] {v.label}: {skip}")
-                if skip is not None:
-                    for attack in ["clean", *(a.label for a in spec.attacks)]:
-                        self.add_row(self.row(attack, v.label, probe.label, None, None, note=skip))
-                    continue
-                self.add_row(self.row("clean", v.label, probe.label, clean["accuracy"], clean["accuracy"],
-                                      seconds=clean["seconds"]))
-                for a in spec.attacks:
-                    ps = self.protect(a, train)
-                    res = self.fit_and_eval(v, ps.samples, test, f"{a.label}__{tag}", probe=probe, clean=train)
-                    self.add_row(self.row(a.label, v.label, probe.label, res["accuracy"], clean["accuracy"],
-                                          surrogates=ps.surrogates, psnr=ps.summary["psnr"], ssim=ps.summary["ssim"],
-                                          protect_seconds=ps.summary["seconds"], rounds=ps.summary["rounds"],
-                                          seconds=res["seconds"]))
+                self.run_probe(v, probe, train, test)
+        self.status = "complete"
+        self.write()
+        if distributed.rank() == 0:
+            remove_empty(self.out / "state")
         return self.results()
 
+    def run_probe(self, v: VictimSpec, probe: ProbeSpec, train: List[Sample], test: List[Sample]) -> None:
+        tag = f"{v.label}__{probe.label}"
+        digest = self.row_hash(v, probe, None)
+        clean = self.finished(("clean", v.label, probe.label), digest)
+        if clean is None:
+            try:
+                res = self.fit_and_eval(v, train, test, f"clean__{tag}", probe=probe, clean=train)
+            except QLoRAUnavailable as err:
+                note = f"skipped: {err}"
+                print(f"[mmguard] {v.label}: {note}")
+                for attack in ["clean", *(a.label for a in self.spec.attacks)]:
+                    self.add_row(self.row(attack, v.label, probe.label, None, None, note=note, spec_hash=digest))
+                return
+            clean = self.row("clean", v.label, probe.label, res["accuracy"], res["accuracy"],
+                             seconds=res["seconds"], spec_hash=digest)
+            self.add_row(clean)
+            self.done_with(res)
+        for a in self.spec.attacks:
+            digest = self.row_hash(v, probe, a)
+            if self.finished((a.label, v.label, probe.label), digest):
+                continue
+            ps = self.protect(a, train)
+            res = self.fit_and_eval(v, ps.samples, test, f"{a.label}__{tag}", probe=probe, clean=train)
+            self.add_row(self.row(a.label, v.label, probe.label, res["accuracy"], clean["accuracy"],
+                                  surrogates=ps.surrogates, psnr=ps.summary["psnr"], ssim=ps.summary["ssim"],
+                                  protect_seconds=ps.summary["seconds"], rounds=ps.summary["rounds"],
+                                  seconds=res["seconds"], spec_hash=digest))
+            self.done_with(res)
 
-def run_recipe(spec: RunSpec, out: Optional[str] = None) -> Dict:
-    runner = Runner(spec, out)
+
+def remove_empty(folder: Path) -> None:
+    """Remove ``folder`` and its sub-folders if they hold no file (the state of a finished run)."""
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        shutil.rmtree(folder)
+
+
+def run_recipe(spec: RunSpec, out: Optional[str] = None, overwrite: bool = False) -> Dict:
+    runner = Runner(spec, out, overwrite)
     results = runner.run()
-    runner.write()
-    print()
-    print(markdown_table(results["rows"]))
-    print(f"\nwrote {runner.out / 'results.json'} and {runner.out / 'results.md'}")
+    if distributed.rank() == 0:
+        print()
+        print(markdown_table(results["rows"]))
+        print(f"\nwrote {runner.out / 'results.json'} and {runner.out / 'results.md'}")
     return results
 
 
-def protect_recipe(spec: RunSpec, out: str, attack_label: Optional[str] = None) -> "ProtectedSet":
-    """``mmguard protect``: the recipe's train split protected by one of its attacks, written to ``out``."""
-    from mmguard.engine.protect import protect, write_protected
-
+def protect_recipe(spec: RunSpec, out: str, attack_label: Optional[str] = None, overwrite: bool = False,
+                   shard: Optional[Tuple[int, int]] = None) -> ProtectedSet:
+    """``mmguard protect``: the recipe's train split protected by one of its attacks, written to ``out`` (or its
+    slice ``shard`` (i, n) to ``out/shards/i``, for ``mmguard merge``)."""
     if not spec.attacks:
         raise UserError("the recipe has no 'attacks' entry to run")
     labels = [a.label for a in spec.attacks]
     if attack_label is not None and attack_label not in labels:
         raise UserError(f"--attack {attack_label}: the recipe's attacks are {', '.join(labels)}")
     a = spec.attacks[labels.index(attack_label) if attack_label is not None else 0]
+    folder = RunFolder(Path(out), spec.name, "protect", data_folders(spec.data.params), overwrite)
+    folder.check()
     check_writable(Path(out))
     train = load_data(spec.data)["train"]
     check_surrogates(spec)
-    ps = protect(a, train, trainer=spec.trainer)
-    write_protected(ps, out, a.seed, train)
-    return ps
+    folder.claim()
+    distributed.barrier()
+    target = Path(out) if shard is None else Path(out) / "shards" / str(shard[0])
+    return protect(a, train, target, state_dir=target / "state", trainer=spec.trainer, shard=shard)
+
+
+def merge_shards(run_dir: str) -> Path:
+    """``mmguard merge DIR``: the shards of ``mmguard protect --shard I/N --out DIR`` as one release in DIR."""
+    return merge(Path(run_dir))
 
 
 def finetune_recipe(spec: RunSpec, out: Optional[str] = None, train_file: Optional[str] = None,
                     name: str = "finetune") -> Dict:
     """``mmguard finetune``: the recipe's first victim on a data set on disk (e.g. a protected one), evaluated on
-    the recipe's clean test split; the row is added to ``out``'s results."""
+    the recipe's clean test split; its row is added to ``out``'s results (earlier rows are kept)."""
     runner = Runner(spec, out)
     data = runner.prepare()
     train, test = data["train"], data["test"]
     if train_file:
         train = load_data(DataSpec("llava_json", {"train": train_file}, spec.data.checks), need=("train",))["train"]
-    runner.out.mkdir(parents=True, exist_ok=True)
     v = spec.victims[0]
     res = runner.fit_and_eval(v, train, test, f"{name}__{v.label}")
     runner.add_row(runner.row(name, v.label, "none", res["accuracy"], None, train=train_file))
+    runner.done_with(res)
     return res
 
 
-def evaluate_recipe(spec: RunSpec, weights: Optional[str] = None) -> Dict:
-    """``mmguard evaluate``: the recipe's first victim model (zero-shot, or with ``weights`` loaded strictly)."""
+def evaluate_recipe(spec: RunSpec, weights: Optional[str] = None, out: Optional[str] = None,
+                    name: str = "evaluate") -> Dict:
+    """``mmguard evaluate``: the recipe's first victim model (zero-shot, or with ``weights`` loaded strictly);
+    with ``out``, its row is added to that run folder's results."""
     v = spec.victims[0]
-    test = load_data(spec.data)["test"]
+    runner = Runner(spec, out) if out else None
+    test = runner.prepare()["test"] if runner else load_data(spec.data)["test"]
     adapter = build_adapter(v.model)
     if weights:
         load_weights(adapter, weights)
-    return evaluate(adapter, test, max_new_tokens=spec.eval.max_new_tokens, batch_size=spec.eval.batch_size,
-                    trainer=spec.trainer)
+    res = evaluate(adapter, test, max_new_tokens=spec.eval.max_new_tokens, batch_size=spec.eval.batch_size,
+                   trainer=spec.trainer)
+    if runner is not None:
+        runner._save_predictions(f"{name}__{v.label}", res["predictions"])
+        runner.add_row(runner.row(name, v.label, "none", res["accuracy"], None, weights=weights))
+    return res
 
 
 def load_weights(adapter, path: str) -> None:

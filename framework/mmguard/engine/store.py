@@ -1,47 +1,27 @@
-"""Where perturbations and triggers live during a protection run: keyed by sample id (or by class when
-class-wise noise is asked for), never by batch position. Its size depends on the data, not on the model."""
+"""The image budget of a protection: the L-inf ball, the [0, 1] box and the PSNR floor, the perturbation a run
+starts from, and the 8-bit image it releases. Where perturbations are kept is ``engine/state.py``."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import Optional, Tuple
 
 import torch
 
 from mmguard.config.sections import rms_for_psnr
-from mmguard.data.sample import Sample
+
+# Perturbations are kept as float16 (relative rounding up to 2**-11): the PSNR floor is kept with that margin.
+FLOAT16_MARGIN = 1.0 - 2.0 ** -10
 
 
-class PerturbationStore:
-    def __init__(self, samples: Iterable[Sample], eps: float, classwise: bool = False, seed: int = 0,
-                 init: str = "uniform", psnr_min: Optional[float] = None):
-        self.eps, self.classwise = eps, classwise
-        self.rms_max = rms_for_psnr(psnr_min) if psnr_min is not None else None
-        gen = torch.Generator().manual_seed(seed)
-        self._delta: Dict[str, torch.Tensor] = {}
-        self._shape: Dict[str, tuple] = {}
-        for s in samples:
-            key = self.key(s)
-            w, h = s.pil.size
-            if key in self._delta:
-                if tuple(self._delta[key].shape) != (3, h, w):
-                    raise ValueError(f"class-wise noise needs equal image sizes; sample {s.id!r} is {w}x{h}")
-                continue
-            if init == "uniform":
-                d = (torch.rand((3, h, w), generator=gen) * 2 - 1) * eps
-            else:
-                d = torch.zeros((3, h, w))
-            self._delta[key] = self.cap(d)
+class Budget:
+    def __init__(self, eps: float, psnr_min: Optional[float] = None):
+        self.eps = eps
+        self.rms_max = rms_for_psnr(psnr_min) * FLOAT16_MARGIN if psnr_min is not None else None
 
-    def key(self, sample: Sample) -> str:
-        return f"class:{sample.answer}" if self.classwise else sample.id
-
-    def get(self, sample: Sample) -> torch.Tensor:
-        return self._delta[self.key(sample)]
-
-    def set(self, sample: Sample, delta: torch.Tensor) -> None:
-        self.set_key(self.key(sample), delta)
-
-    def set_key(self, key: str, delta: torch.Tensor) -> None:
-        self._delta[key] = delta.detach().to("cpu", torch.float32)
+    def initial(self, shape: Tuple[int, ...], uniform: bool, generator: torch.Generator) -> torch.Tensor:
+        """Round 0: zero, or uniform in the ball (Huang's EM, random noise), capped by the PSNR floor."""
+        if not uniform:
+            return torch.zeros(shape)
+        return self.cap((torch.rand(shape, generator=generator) * 2 - 1) * self.eps)
 
     def project(self, x: Optional[torch.Tensor], delta: torch.Tensor) -> torch.Tensor:
         """L-inf ball of radius eps, x + delta inside [0, 1] (x None: class-wise noise shared by images), then
@@ -55,11 +35,8 @@ class PerturbationStore:
         """Scale delta down so that its root-mean-square (over pixels and channels) stays within rms_max."""
         if self.rms_max is None:
             return delta
-        rms = float(delta.pow(2).mean().sqrt())
+        rms = float(delta.float().pow(2).mean().sqrt())
         return delta * (self.rms_max / rms) if rms > self.rms_max else delta
-
-    def __len__(self) -> int:
-        return len(self._delta)
 
 
 def quantize_release(x: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:

@@ -42,14 +42,17 @@ def resolve_precision(precision: str, params: TrainerParams) -> str:
 
 def build_trainer(params: TrainerParams, *, max_epochs: int, precision: str = "auto", grad_accum: int = 1,
                   logger: Any = False, callbacks: Optional[List] = None, default_root_dir: Optional[str] = None,
-                  max_steps: int = -1) -> L.Trainer:
+                  max_steps: int = -1, strategy: Any = None, checkpointing: bool = False) -> L.Trainer:
+    """A Trainer from the recipe's trainer section. ``strategy`` replaces the recipe's (the protection loop's
+    own); samplers are the engine's own, which shard by rank themselves (no distributed sampler swapped in)."""
     deterministic = params.deterministic
     if deterministic is None:  # antialiased resizing has no deterministic CUDA backward: warn there
         deterministic = "warn" if on_gpu(params) else True
     return L.Trainer(
-        accelerator=params.accelerator, devices=params.devices, strategy=params.strategy,
+        accelerator=params.accelerator, devices=params.devices, strategy=strategy or params.strategy,
         num_nodes=params.num_nodes, precision=resolve_precision(precision, params), max_epochs=max_epochs,
         max_steps=max_steps, accumulate_grad_batches=grad_accum, logger=logger, callbacks=callbacks or [],
-        enable_checkpointing=False, enable_progress_bar=params.progress_bar, enable_model_summary=False,
+        enable_checkpointing=checkpointing, enable_progress_bar=params.progress_bar, enable_model_summary=False,
+        use_distributed_sampler=False,
         deterministic=deterministic, log_every_n_steps=5, default_root_dir=default_root_dir, num_sanity_val_steps=0,
     )

@@ -6,12 +6,15 @@ test loop.
 """
 from __future__ import annotations
 
+import random
 from typing import Dict, List
 
 import lightning as L
+import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
+from mmguard.engine import distributed
 from mmguard.engine.steps import StandardStep
 from mmguard.metrics.accuracy import VQAAccuracy, is_correct
 
@@ -56,4 +59,18 @@ class VictimModule(L.LightningModule):
             self.predictions.append({"id": s.id, "prediction": p, "answer": s.answer, "correct": is_correct(p, s)})
 
     def on_test_epoch_end(self) -> None:
+        # every rank predicted its own samples (no padding): everyone gets all of them, each once
+        self.predictions = [p for part in distributed.gather_objects(self.predictions) for p in part]
         self.log("test/accuracy", self.accuracy.compute(), prog_bar=True)
+
+    # -- a resumed fine-tune continues with the random state it stopped with (dropout, augmentation) -------------
+    def on_save_checkpoint(self, checkpoint) -> None:
+        checkpoint["mmguard_rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                     "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        state = checkpoint.get("mmguard_rng")
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            np.random.set_state(state["numpy"])
+            random.setstate(state["python"])

@@ -223,6 +223,9 @@ class ReportBuilder:
         for old in self.fig_dir.glob("*.png"):  # figures of an earlier report of this run
             old.unlink()
         problems: List[str] = []
+        if run.results.get("status") == "running":
+            problems.append("This run is incomplete (results.json says status: running): it was stopped or is still "
+                            "going; the rows below are those finished so far. The same command resumes it.")
         if run.cfg_error:
             problems.append(run.cfg_error)
         sections = [self.attack_section(a) for a in run.attacks]
