@@ -48,3 +48,4 @@ def test_reference_and_protection_rows():
     assert protect["attack.name"] == "random" and not any(k.startswith(("victim.", "probe.")) for k in protect)
     with pytest.raises(KeyError, match="no attack labelled 'bhp'"):
         row_config(spec, "bhp")
+    assert row_config(spec, "finetune", "tiny-llava/lora", "none", strict=False)["attack.label"] == "finetune"

@@ -32,17 +32,21 @@ def flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def _entry(entries: Any, label: Optional[str], what: str) -> Dict[str, Any]:
+def _entry(entries: Any, label: Optional[str], what: str, strict: bool) -> Dict[str, Any]:
     for e in entries or []:
         if isinstance(e, Mapping) and e.get("label", e.get("name")) == label:
             return dict(e)
+    if not strict:
+        return {"label": label}
     raise KeyError(f"the recipe has no {what} labelled '{label}'")
 
 
 def row_config(tree: Any, attack: Optional[str] = None, victim: Optional[str] = None,
-               probe: Optional[str] = None) -> Dict[str, Any]:
+               probe: Optional[str] = None, strict: bool = True) -> Dict[str, Any]:
     """The flat config of the row (``attack``, ``victim``, ``probe``: labels as in results.json) of a run whose
-    resolved recipe is ``tree`` (a ``RunSpec``, or its ``to_tree`` mapping as written to recipe.yaml)."""
+    resolved recipe is ``tree`` (a ``RunSpec``, or its ``to_tree`` mapping as written to recipe.yaml). A label
+    the recipe does not have is a KeyError, or with ``strict=False`` just its label (a row that ``mmguard
+    finetune`` added under a name of its own)."""
     if not isinstance(tree, Mapping):
         from mmguard.config.spec import to_tree
 
@@ -54,14 +58,14 @@ def row_config(tree: Any, attack: Optional[str] = None, victim: Optional[str] = 
         if attack in REFERENCE_ROWS:
             out.update({"attack.label": attack, "attack.name": attack})
         else:
-            entry = _entry(tree.get("attacks"), attack, "attack")
+            entry = _entry(tree.get("attacks"), attack, "attack", strict)
             surrogates = [s["name"] if isinstance(s, Mapping) else s for s in entry.get("surrogates") or []]
             out.update(flatten(entry, "attack."))
             out["attack.surrogate_models"] = "+".join(surrogates)
     if victim is not None:
-        entry = _entry(tree.get("victims"), victim, "victim")
+        entry = _entry(tree.get("victims"), victim, "victim", strict)
         entry.pop("probes", None)  # which probes a victim runs is not a setting of any one row
         out.update(flatten(entry, "victim."))
     if probe is not None:
-        out.update(flatten(_entry(tree.get("probes"), probe, "probe"), "probe."))
+        out.update(flatten(_entry(tree.get("probes"), probe, "probe", strict), "probe."))
     return out

@@ -3,9 +3,10 @@
 Each results row is (attack, victim, probe); its settings are the row's flattened config from the folder's
 recipe.yaml (``config/flatten.py``). Rows are grouped by (attack, victim, probe) and by every setting that
 differs between the folders, except seeds (keys named ``seed``) and settings that do not change numbers (out,
-name, logger, progress bar); each group gets n and, per metric, the mean and the SAMPLE standard deviation
-(ddof=1; none for n = 1) over its folders. Written as CSV, Markdown and JSON (``--out DIR``), or one of them to
-stdout. A DIR without results.json stands for the run folders inside it (a sweep's root).
+name, logger, progress bar); each group gets n (its folders) and, per metric, the mean and the SAMPLE
+standard deviation (ddof=1; none for a single value) over the folders where it is not null. Written as CSV,
+Markdown and JSON (``--out DIR``), or one of them to stdout. A DIR without results.json stands for the run
+folders inside it (a sweep's root).
 """
 from __future__ import annotations
 
@@ -75,10 +76,7 @@ def collect(dirs: Sequence[str | Path]) -> Dict[str, Any]:
         results, tree = read_folder(folder)
         for row in results.get("rows") or []:
             cell = tuple(row.get(k) for k in CELL)
-            try:
-                config = row_config(tree, row.get("attack"), row.get("victim"), row.get("probe"))
-            except KeyError as err:
-                raise UserError(f"{folder}: row {'/'.join(map(str, cell))}: {err.args[0]}") from None
+            config = row_config(tree, row.get("attack"), row.get("victim"), row.get("probe"), strict=False)
             config = {k: v for k, v in config.items() if _grouped(k)}
             records.append({"cell": cell, "config": config, "row": row, "seed": tree.get("seed"),
                             "folder": str(folder)})
