@@ -21,7 +21,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from mmguard.config.flatten import row_config
 from mmguard.core.errors import UserError
 from mmguard.core.io import atomic_write_text
 
@@ -70,6 +69,8 @@ def _same(value: Any) -> str:
 
 
 def collect(dirs: Sequence[str | Path]) -> Dict[str, Any]:
+    from mmguard.config.flatten import row_config  # here: the config package imports torch (model names)
+
     folders = run_folders(dirs)
     records = []
     for folder in folders:

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from mmguard.core.errors import UserError
-from mmguard.launch import backends
-from mmguard.launch.grid import check_points, parse_grid, points, run_argv
 
 BACKENDS = ("local", "slurm", "wandb")
 
@@ -50,6 +48,9 @@ def add_sweep_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from mmguard.launch import backends  # here, not at the top: the CLI builds its parser without torch
+    from mmguard.launch.grid import check_points, parse_grid, points, run_argv
+
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: at least 1")
     grid = parse_grid(args.grid)
