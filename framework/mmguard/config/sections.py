@@ -146,10 +146,12 @@ class TrainerParams:
 
 @dataclasses.dataclass
 class LoggerParams:
-    """csv (default), tensorboard, wandb (offline unless WANDB_API_KEY is set) or none."""
+    """csv (default), tensorboard, wandb (offline unless WANDB_API_KEY is set) or none. ``artifacts``: W&B keeps
+    each protected set folder as a versioned artifact (off by default: a paper-size release is gigabytes)."""
 
     name: Literal["csv", "tensorboard", "wandb", "none"] = "csv"
     project: str = "mmguard"
     entity: Optional[str] = None
     tags: List[str] = dataclasses.field(default_factory=list)
     offline: Optional[bool] = None
+    artifacts: bool = False
