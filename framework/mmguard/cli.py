@@ -45,14 +45,16 @@ def cmd_run(args) -> int:
     from mmguard.engine import distributed
     from mmguard.engine.runner import run_recipe
 
-    run_recipe(spec, args.out, overwrite=args.overwrite)
+    runner = run_recipe(spec, args.out, overwrite=args.overwrite)
+    report = None
     if not args.no_report and distributed.rank() == 0:
         out = args.out or spec.out
         try:
-            _write_report(out, samples=4, attention=True, layer=0)
+            report = _write_report(out, samples=4, attention=True, layer=0)
         except Exception as err:  # noqa: BLE001 - the results are written; the report can be made again
             print(f"mmguard: warning: the run finished, but its report failed ({type(err).__name__}: {err}); "
                   f"make it with 'mmguard report {out}'", file=sys.stderr)
+    runner.tracking.summary_run(runner.results(), clean=runner.train, report=report)
     return 0
 
 
@@ -198,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="protect slice I of N (an array job's task) into DIR/shards/I; then: mmguard merge DIR")
     s.add_argument("--attack", default=None, help="which of the recipe's attacks (its label; default the first)")
     s.set_defaults(fn=cmd_protect)
+
+    from mmguard.launch.collect import add_collect_arguments, cmd_collect
+    from mmguard.launch.sweep import add_sweep_arguments, cmd_sweep
+
+    s = sub.add_parser("sweep", help="expand a grid of overrides into runs: local, a SLURM array, or a W&B sweep")
+    add_sweep_arguments(s)
+    s.set_defaults(fn=cmd_sweep)
+
+    s = sub.add_parser("collect", help="one table of many run folders: mean +- std over seeds")
+    add_collect_arguments(s)
+    s.set_defaults(fn=cmd_collect)
 
     s = sub.add_parser("merge", help="assemble the shards of 'protect --shard I/N --out DIR' into one release")
     s.add_argument("run_dir", help="the --out folder of the shards")

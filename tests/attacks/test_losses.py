@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mmguard.attacks import losses as L
 from mmguard.attacks.hotflip import embedding_grads

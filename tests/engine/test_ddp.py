@@ -4,7 +4,6 @@ under DDP equals the one-process result."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from helpers import CPU

@@ -1,7 +1,6 @@
 """Run folders: a re-run resumes (finished rows are not run again), finetune adds rows and never replaces them,
 leftovers of a killed run are cleaned, files are world-readable, a foreign folder is only ever moved aside."""
 import json
-import os
 
 import pytest
 

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mmguard.config.flatten import row_config
 from mmguard.config.recipe import load_recipe
 from mmguard.config.sections import LoggerParams
-from mmguard.core.registry import VICTIMS
-from mmguard.engine.finetune import evaluate, finetune
+from mmguard.engine.finetune import evaluate
 from mmguard.engine.models import build_adapter
-from mmguard.engine.preflight import load_data
-from mmguard.engine.protect import protect, write_protected
-from mmguard.engine.runner import Runner, build_probe
+from mmguard.engine.runner import Runner
 from mmguard.engine.tracking import SUMMARY, Tracking, run_id
 from wandb_records import offline_runs
 
@@ -31,39 +27,6 @@ logger: {name: wandb, project: mmguard-test, tags: [t], artifacts: true}
 """
 
 
-def run_rows(spec, out: Path, tracking: Tracking):
-    """The runner's row loop: clean, then per attack its protection (once) and its fine-tune; each row in its
-    own tracked run, the row's numbers logged before it finishes. Returns results.json's content."""
-    data = load_data(spec.data)
-    train, test = data["train"], data["test"]
-    tree = Runner(spec, str(out))
-    ev = dict(max_new_tokens=spec.eval.max_new_tokens, batch_size=spec.eval.batch_size, trainer=spec.trainer)
-
-    def fit(v, p, samples, name, attack, clean_acc=None, **extra):
-        with tracking.row(name, "finetune", row_config(spec, attack, v.label, p.label)) as run:
-            if run.skipped:
-                return None
-            adapter = build_adapter(v.model)
-            module = finetune(adapter, VICTIMS.build(v.name, **v.params), v.finetune, samples, seed=spec.seed,
-                              trainer=spec.trainer, logger=run.logger, probe=build_probe(p), clean=train)
-            acc = evaluate(adapter, test, logger=run.logger, module=module, **ev)["accuracy"]
-            row = tree.row(attack, v.label, p.label, acc, acc if clean_acc is None else clean_acc, **extra)
-            run.log_summary(row)
-            return row
-
-    v, p = spec.victims[0], spec.probes[0]
-    rows = [fit(v, p, train, f"clean__{v.label}__{p.label}", "clean")]
-    for a in spec.attacks:
-        with tracking.row(f"protect__{a.label}", "protect", row_config(spec, attack=a.label)) as run:
-            ps = protect(a, train, trainer=spec.trainer, logger=run.logger)
-            folder = write_protected(ps, out / "protected" / a.label, a.seed, train)
-            run.log_summary(ps.summary, ps.history)
-            run.log_protected(folder)
-        rows.append(fit(v, p, ps.samples, f"{a.label}__{v.label}__{p.label}", a.label, rows[0]["accuracy"],
-                        psnr=ps.summary["psnr"], ssim=ps.summary["ssim"]))
-    return {"recipe": spec.name, "seed": spec.seed, "rows": rows, "config": tree.results()["config"]}
-
-
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tracking")
@@ -71,11 +34,11 @@ def tracked(tmp_path_factory):
     recipe.write_text(RECIPE)
     spec = load_recipe(recipe, overlays=[ROOT / "recipes" / "debug.yaml"])
     out = tmp / "run"
-    results = run_rows(spec, out, Tracking(spec.logger, out))
+    runner = Runner(spec, str(out))  # the runner tracks every row it runs
+    results = runner.run()
     report = out / "report.html"
     report.write_text("<html><body><p>report of tracked</p></body></html>")
-    train = load_data(spec.data)["train"]
-    assert Tracking(spec.logger, out).summary_run(results, clean=train, report=report)
+    assert runner.tracking.summary_run(results, clean=runner.train, report=report)
     return spec, out, results, offline_runs(out / "wandb")
 
 
@@ -138,6 +101,10 @@ def test_group_run_holds_table_panels_and_report(tracked):
 
 def test_requeued_job_logs_no_finished_row_twice(tracked, tmp_path):
     spec, out, results, runs = tracked
+    again = Runner(spec, str(out))  # the same command on the finished folder: nothing is run or logged again
+    again.run()
+    assert not again.tracking.summary_run(again.results(), clean=again.train)
+    assert len(offline_runs(out / "wandb")) == len(runs)
     finished = {r.name for r in runs} | {SUMMARY}  # the runner's done(): rows in results.json, "summary" once complete
     before = len(list((out / "wandb").glob("offline-run-*")))
     tracking = Tracking(spec.logger, out, done=finished.__contains__)

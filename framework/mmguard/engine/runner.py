@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from mmguard.config.flatten import row_config
 from mmguard.config.recipe import dump
 from mmguard.config.spec import (AttackSpec, DataSpec, ProbeSpec, RunSpec, VictimSpec, attack_tree, probe_tree,
                                  to_tree, victim_tree)
@@ -33,7 +34,7 @@ from mmguard.engine.models import build_adapter
 from mmguard.engine.preflight import check_surrogates, check_writable, load_data
 from mmguard.engine.protect import ProtectedSet, merge, protect, spec_hash
 from mmguard.engine.runfolder import RunFolder, data_folders
-from mmguard.engine.trainer import build_logger
+from mmguard.engine.tracking import Tracking
 from mmguard.metrics.table import markdown_table, results_markdown
 from mmguard.victims.qlora import QLoRAUnavailable
 
@@ -54,6 +55,10 @@ class Runner:
         self.t0 = time.time()
         self.protected: Dict[str, ProtectedSet] = {}
         self.status = "running"
+        self.train: List[Sample] = []
+        # rows are skipped before any run of theirs starts, so only the group's summary can be done already
+        self.tracking = Tracking(spec.logger, self.out, done=lambda name: name == "summary" and self.was_complete)
+        self.was_complete = False
 
     # -- rows ------------------------------------------------------------------------------------------------
     def row(self, attack: str, victim: str, probe: str, accuracy: Optional[float], clean_accuracy: Optional[float],
@@ -97,6 +102,7 @@ class Runner:
             previous = json.loads(path.read_text())
             self.rows = list(previous.get("rows") or [])
             self.t0 -= float(previous.get("elapsed_s") or 0)
+            self.was_complete = previous.get("status") == "complete"
 
     def _save_predictions(self, row_name: str, predictions) -> None:
         if distributed.rank() != 0:
@@ -117,25 +123,25 @@ class Runner:
         self.load_rows()
         return data
 
-    def zero_shot(self, v: VictimSpec, test: List[Sample]) -> Dict:
+    def zero_shot(self, v: VictimSpec, test: List[Sample], logger=False) -> Dict:
         res = evaluate(build_adapter(v.model), test, max_new_tokens=self.spec.eval.max_new_tokens,
-                       batch_size=self.spec.eval.batch_size, trainer=self.spec.trainer)
+                       batch_size=self.spec.eval.batch_size, trainer=self.spec.trainer, logger=logger)
         self._save_predictions(f"zero_shot__{v.label}", res["predictions"])
         return res
 
     def fit_and_eval(self, v: VictimSpec, train: List[Sample], test: List[Sample], row_name: str,
-                     probe: Optional[ProbeSpec] = None, clean: Optional[List[Sample]] = None) -> Dict:
+                     probe: Optional[ProbeSpec] = None, clean: Optional[List[Sample]] = None, logger=False) -> Dict:
         """Fine-tune victim ``v`` on ``train`` (through ``probe``; ``clean`` for mix) and evaluate on ``test``;
         the fine-tune keeps a Lightning checkpoint until its row is written, so a killed run resumes it."""
         t0 = time.time()
         adapter = build_adapter(v.model)
         ckpt = self.out / "state" / "finetune" / row_name.replace("/", "_")
         module = finetune(adapter, VICTIMS.build(v.name, **v.params), v.finetune, train, seed=self.spec.seed,
-                          trainer=self.spec.trainer, logger=build_logger(self.spec.logger, self.out, row_name),
-                          out_dir=self.out, probe=build_probe(probe) if probe is not None else None, clean=clean,
-                          checkpoint_dir=ckpt)
+                          trainer=self.spec.trainer, logger=logger, out_dir=self.out,
+                          probe=build_probe(probe) if probe is not None else None, clean=clean, checkpoint_dir=ckpt)
         result = evaluate(adapter, test, max_new_tokens=self.spec.eval.max_new_tokens,
-                          batch_size=self.spec.eval.batch_size, trainer=self.spec.trainer, module=module)
+                          batch_size=self.spec.eval.batch_size, trainer=self.spec.trainer, module=module,
+                          logger=logger)
         self._save_predictions(row_name, result["predictions"])
         result["seconds"] = round(time.time() - t0, 2)
         result["checkpoint"] = ckpt
@@ -152,9 +158,12 @@ class Runner:
         for the same spec is on disk) into ``out/protected/<label>/``."""
         if a.label not in self.protected:
             print(f"[mmguard] protecting the train set with {a.label} ...")
-            self.protected[a.label] = protect(
-                a, train, self.out / "protected" / a.label, state_dir=self.out / "state" / a.label,
-                trainer=self.spec.trainer, logger=build_logger(self.spec.logger, self.out, f"protect__{a.label}"))
+            with self.tracking.row(f"protect__{a.label}", "protect", row_config(self.spec, attack=a.label)) as run:
+                ps = protect(a, train, self.out / "protected" / a.label, state_dir=self.out / "state" / a.label,
+                             trainer=self.spec.trainer, logger=run.logger)
+                run.log_summary(ps.summary, ps.history)
+                run.log_protected(ps.path)
+            self.protected[a.label] = ps
         return self.protected[a.label]
 
     # -- the whole benchmark ---------------------------------------------------------------------------------
@@ -162,6 +171,7 @@ class Runner:
         spec = self.spec
         data = self.prepare()
         train, test = data["train"], data["test"]
+        self.train = train
         if distributed.rank() == 0:
             atomic_write_text(self.out / "recipe.yaml", dump(spec))
         self.write()
@@ -169,8 +179,12 @@ class Runner:
             if spec.eval.zero_shot:
                 digest = self.row_hash(v, None, None)
                 if not self.finished(("zero_shot", v.label, "none"), digest):
-                    acc = self.zero_shot(v, test)["accuracy"]
-                    self.add_row(self.row("zero_shot", v.label, "none", acc, None, spec_hash=digest))
+                    with self.tracking.row(f"zero_shot__{v.label}", "evaluate",
+                                           row_config(spec, "zero_shot", v.label, "none")) as run:
+                        acc = self.zero_shot(v, test, logger=run.logger)["accuracy"]
+                        row = self.row("zero_shot", v.label, "none", acc, None, spec_hash=digest)
+                        self.add_row(row)
+                        run.log_summary(row)
             for probe in spec.probes_of(v):
                 self.run_probe(v, probe, train, test)
         self.status = "complete"
@@ -184,28 +198,38 @@ class Runner:
         digest = self.row_hash(v, probe, None)
         clean = self.finished(("clean", v.label, probe.label), digest)
         if clean is None:
-            try:
-                res = self.fit_and_eval(v, train, test, f"clean__{tag}", probe=probe, clean=train)
-            except QLoRAUnavailable as err:
-                note = f"skipped: {err}"
-                print(f"[mmguard] {v.label}: {note}")
-                for attack in ["clean", *(a.label for a in self.spec.attacks)]:
-                    self.add_row(self.row(attack, v.label, probe.label, None, None, note=note, spec_hash=digest))
-                return
-            clean = self.row("clean", v.label, probe.label, res["accuracy"], res["accuracy"],
-                             seconds=res["seconds"], spec_hash=digest)
-            self.add_row(clean)
+            with self.tracking.row(f"clean__{tag}", "finetune",
+                                   row_config(self.spec, "clean", v.label, probe.label)) as run:
+                try:
+                    res = self.fit_and_eval(v, train, test, f"clean__{tag}", probe=probe, clean=train,
+                                            logger=run.logger)
+                except QLoRAUnavailable as err:
+                    note = f"skipped: {err}"
+                    print(f"[mmguard] {v.label}: {note}")
+                    for attack in ["clean", *(a.label for a in self.spec.attacks)]:
+                        self.add_row(self.row(attack, v.label, probe.label, None, None, note=note,
+                                              spec_hash=digest))
+                    return
+                clean = self.row("clean", v.label, probe.label, res["accuracy"], res["accuracy"],
+                                 seconds=res["seconds"], spec_hash=digest)
+                self.add_row(clean)
+                run.log_summary(clean)
             self.done_with(res)
         for a in self.spec.attacks:
             digest = self.row_hash(v, probe, a)
             if self.finished((a.label, v.label, probe.label), digest):
                 continue
             ps = self.protect(a, train)
-            res = self.fit_and_eval(v, ps.samples, test, f"{a.label}__{tag}", probe=probe, clean=train)
-            self.add_row(self.row(a.label, v.label, probe.label, res["accuracy"], clean["accuracy"],
-                                  surrogates=ps.surrogates, psnr=ps.summary["psnr"], ssim=ps.summary["ssim"],
-                                  protect_seconds=ps.summary["seconds"], rounds=ps.summary["rounds"],
-                                  seconds=res["seconds"], spec_hash=digest))
+            with self.tracking.row(f"{a.label}__{tag}", "finetune",
+                                   row_config(self.spec, a.label, v.label, probe.label)) as run:
+                res = self.fit_and_eval(v, ps.samples, test, f"{a.label}__{tag}", probe=probe, clean=train,
+                                        logger=run.logger)
+                row = self.row(a.label, v.label, probe.label, res["accuracy"], clean["accuracy"],
+                               surrogates=ps.surrogates, psnr=ps.summary["psnr"], ssim=ps.summary["ssim"],
+                               protect_seconds=ps.summary["seconds"], rounds=ps.summary["rounds"],
+                               seconds=res["seconds"], spec_hash=digest)
+                self.add_row(row)
+                run.log_summary(row)
             self.done_with(res)
 
 
@@ -215,14 +239,15 @@ def remove_empty(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
-def run_recipe(spec: RunSpec, out: Optional[str] = None, overwrite: bool = False) -> Dict:
+def run_recipe(spec: RunSpec, out: Optional[str] = None, overwrite: bool = False) -> "Runner":
+    """The whole benchmark; the Runner (its results, train samples and tracking) is returned for the report."""
     runner = Runner(spec, out, overwrite)
     results = runner.run()
     if distributed.rank() == 0:
         print()
         print(markdown_table(results["rows"]))
         print(f"\nwrote {runner.out / 'results.json'} and {runner.out / 'results.md'}")
-    return results
+    return runner
 
 
 def protect_recipe(spec: RunSpec, out: str, attack_label: Optional[str] = None, overwrite: bool = False,

@@ -1,8 +1,6 @@
 """Lightning Trainers and loggers from a recipe's trainer and logger sections."""
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -13,20 +11,15 @@ from mmguard.config.sections import LoggerParams, TrainerParams
 
 
 def build_logger(params: Optional[LoggerParams], out_dir: Path, run_name: str):
-    """csv (default) | tensorboard | wandb | none. W&B is offline unless an API key is set, and its run id is
-    derived from the output folder and row, so a requeued job resumes its own run."""
+    """The file logger of one row: csv (default), tensorboard, or none; W&B runs are ``engine/tracking.py``'s."""
     name = params.name if params is not None else "csv"
-    if name == "none":
-        return False
     if name == "csv":
         return L.pytorch.loggers.CSVLogger(str(out_dir / "logs"), name=run_name)
     if name == "tensorboard":
         return L.pytorch.loggers.TensorBoardLogger(str(out_dir / "logs"), name=run_name)
-    offline = params.offline if params.offline is not None else not os.environ.get("WANDB_API_KEY")
-    run_id = hashlib.sha1(f"{out_dir.resolve()}::{run_name}".encode()).hexdigest()[:12]
-    return L.pytorch.loggers.WandbLogger(project=params.project, entity=params.entity, name=run_name, id=run_id,
-                                         save_dir=str(out_dir), offline=offline, tags=list(params.tags),
-                                         resume="allow")
+    if name == "none":
+        return False
+    raise ValueError(f"logger '{name}' is not a file logger; W&B rows go through engine/tracking.py")
 
 
 def on_gpu(params: TrainerParams) -> bool:
