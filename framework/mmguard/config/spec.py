@@ -25,8 +25,8 @@ from mmguard.core.params import bind, coerce, declared
 from mmguard.core.registry import ATTACKS, DATASETS, PROBES, VICTIMS, load_plugins
 from mmguard.models.zoo import ModelSpec, resolve_model_name
 
-TOP_KEYS = ("name", "seed", "out", "data", "victims", "victim_recipes", "attacks", "probes", "eval", "trainer",
-            "logger", "each")
+TOP_KEYS = ("name", "seed", "seeds", "out", "data", "victims", "victim_recipes", "attacks", "probes", "eval",
+            "trainer", "logger", "each")
 VICTIM_OWN = ("name", "label", "probes")
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec))          # in a victim entry: ``model`` is name
 VICTIM_MODEL_KEYS = ("model",) + MODEL_KEYS[1:]
@@ -90,6 +90,15 @@ class RunSpec:
     eval: EvalParams
     trainer: TrainerParams
     logger: LoggerParams
+    # the seed axis: the whole recipe once per seed (every seed the recipe leaves open follows it)
+    seeds: Optional[List[int]] = None
+    source: Optional[Dict[str, Any]] = dataclasses.field(default=None, compare=False, repr=False)
+
+    def at_seed(self, seed: int) -> "RunSpec":
+        """The recipe at one seed of its ``seeds`` axis, resolved again from what the recipe said (so model,
+        attack and data seeds that it left to the recipe seed follow it, and pinned ones stay)."""
+        tree = {k: v for k, v in (self.source or to_tree(self)).items() if k != "seeds"}
+        return resolve({**tree, "seed": seed})
 
     def victim(self, label: str) -> VictimSpec:
         return next(v for v in self.victims if v.label == label)
@@ -119,6 +128,11 @@ def _resolve(t: Dict[str, Any]) -> RunSpec:
     seed = _value(t.get("seed", 0), int, "seed")
     if seed < 0:
         raise UserError(f"key 'seed': {seed} is negative")
+    seeds = None
+    if t.get("seeds") is not None:
+        seeds = coerce_list(t["seeds"], "seeds", int)
+        if not seeds or any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+            raise UserError(f"key 'seeds': {seeds} must be distinct seeds >= 0 (e.g. [0, 1, 2])")
     name = _value(t.get("name", "recipe"), str, "name")
     data = _data(_mapping(t.get("data") or {"name": "synthetic"}, "data"), _mapping(each.get("data") or {},
                                                                                     "each.data"))
@@ -132,7 +146,8 @@ def _resolve(t: Dict[str, Any]) -> RunSpec:
         trainer=TrainerParams(**bind(TrainerParams, _mapping(t.get("trainer") or {}, "trainer"), "trainer",
                                      what="section 'trainer'")),
         logger=LoggerParams(**bind(LoggerParams, _mapping(t.get("logger") or {}, "logger"), "logger",
-                                   what="section 'logger'")))
+                                   what="section 'logger'")),
+        seeds=seeds, source={k: v for k, v in t.items() if k != "seed"} if seeds else None)
 
 
 # -- data
@@ -419,7 +434,10 @@ def _unique(labels: List[str], key: str, message: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- writing back
 def to_tree(spec: RunSpec) -> Dict[str, Any]:
-    """The spec as a recipe mapping (every default written out); ``resolve(to_tree(s)) == s``."""
+    """The spec as a recipe mapping (every default written out); ``resolve(to_tree(s)) == s``. A recipe with a
+    seed axis is written as it was given (its seeds resolve each seed's tree again)."""
+    if spec.seeds:
+        return {**spec.source, "seed": spec.seed, "seeds": spec.seeds}
     return {
         "name": spec.name, "seed": spec.seed, "out": spec.out,
         "data": {"name": spec.data.name, **spec.data.params, **spec.data.checks},

@@ -35,7 +35,7 @@ from mmguard.engine.preflight import check_surrogates, check_writable, load_data
 from mmguard.engine.protect import ProtectedSet, merge, protect, spec_hash
 from mmguard.engine.runfolder import RunFolder, data_folders
 from mmguard.engine.tracking import Tracking
-from mmguard.metrics.table import markdown_table, results_markdown
+from mmguard.metrics.table import markdown_table, results_markdown, seed_table
 from mmguard.victims.qlora import QLoRAUnavailable
 
 RowKey = Tuple[str, str, str]
@@ -47,7 +47,8 @@ def build_probe(spec: ProbeSpec):
 
 
 class Runner:
-    def __init__(self, spec: RunSpec, out: Optional[str] = None, overwrite: bool = False, kind: str = "run"):
+    def __init__(self, spec: RunSpec, out: Optional[str] = None, overwrite: bool = False, kind: str = "run",
+                 group: Optional[str] = None):
         self.spec = spec
         self.out = Path(out or spec.out)
         self.folder = RunFolder(self.out, spec.name, kind, data_folders(spec.data.params), overwrite)
@@ -57,7 +58,8 @@ class Runner:
         self.status = "running"
         self.train: List[Sample] = []
         # rows are skipped before any run of theirs starts, so only the group's summary can be done already
-        self.tracking = Tracking(spec.logger, self.out, done=lambda name: name == "summary" and self.was_complete)
+        self.tracking = Tracking(spec.logger, self.out, done=lambda name: name == "summary" and self.was_complete,
+                                 group=group)
         self.was_complete = False
 
     # -- rows ------------------------------------------------------------------------------------------------
@@ -85,8 +87,11 @@ class Runner:
         self.write()  # results so far survive a crash later in the run
 
     def results(self) -> Dict:
-        return {"recipe": self.spec.name, "seed": self.spec.seed, "status": self.status, "rows": self.rows,
-                "elapsed_s": round(time.time() - self.t0, 1), "config": to_tree(self.spec)}
+        res = {"recipe": self.spec.name, "seed": self.spec.seed, "status": self.status, "rows": self.rows,
+               "elapsed_s": round(time.time() - self.t0, 1), "config": to_tree(self.spec)}
+        if self.spec.seeds:
+            res["seeds"] = self.spec.seeds
+        return res
 
     def write(self) -> None:
         if distributed.rank() != 0:
@@ -168,6 +173,8 @@ class Runner:
 
     # -- the whole benchmark ---------------------------------------------------------------------------------
     def run(self) -> Dict:
+        if self.spec.seeds:
+            return self.run_seeds()
         spec = self.spec
         data = self.prepare()
         train, test = data["train"], data["test"]
@@ -191,6 +198,28 @@ class Runner:
         self.write()
         if distributed.rank() == 0:
             remove_empty(self.out / "state")
+        return self.results()
+
+    def run_seeds(self) -> Dict:
+        """The seed axis: the whole recipe once per seed, each in its own run folder ``seed-<s>/`` (resumable
+        on its own); this folder's results hold every seed's rows (each with its ``seed``) and their mean and
+        standard deviation."""
+        self.folder.check()
+        check_writable(self.out)
+        self.folder.claim()
+        distributed.barrier()
+        self.load_rows()
+        if distributed.rank() == 0:
+            atomic_write_text(self.out / "recipe.yaml", dump(self.spec))
+        self.write()
+        for seed in self.spec.seeds:
+            sub = Runner(self.spec.at_seed(seed), str(self.out / f"seed-{seed}"), group=self.out.resolve().name)
+            rows = [{**r, "seed": seed} for r in sub.run()["rows"]]
+            self.rows = [r for r in self.rows if r.get("seed") != seed] + rows
+            self.train = self.train or sub.train
+            self.write()
+        self.status = "complete"
+        self.write()
         return self.results()
 
     def run_probe(self, v: VictimSpec, probe: ProbeSpec, train: List[Sample], test: List[Sample]) -> None:
@@ -245,7 +274,7 @@ def run_recipe(spec: RunSpec, out: Optional[str] = None, overwrite: bool = False
     results = runner.run()
     if distributed.rank() == 0:
         print()
-        print(markdown_table(results["rows"]))
+        print(seed_table(results["rows"]) if spec.seeds else markdown_table(results["rows"]))
         print(f"\nwrote {runner.out / 'results.json'} and {runner.out / 'results.md'}")
     return runner
 

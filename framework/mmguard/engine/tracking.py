@@ -103,9 +103,10 @@ class Tracking:
     this folder (its runs are not started again); by default none is."""
 
     def __init__(self, params: Optional[LoggerParams], run_dir: str | Path,
-                 done: Optional[Callable[[str], bool]] = None):
+                 done: Optional[Callable[[str], bool]] = None, group: Optional[str] = None):
         self.params = params or LoggerParams()
         self.run_dir = Path(run_dir)
+        self._group = group  # a seed's run folder belongs to its parent's group
         self.done = done or (lambda name: False)
         self.sweep: Dict[str, str] = {}
         if self.params.name == "wandb" and os.environ.get("WANDB_SWEEP_ID"):
@@ -119,7 +120,7 @@ class Tracking:
 
     @property
     def group(self) -> str:
-        return self.run_dir.resolve().name
+        return self._group or self.run_dir.resolve().name
 
     # -- one row --------------------------------------------------------------------------------------------
     @contextlib.contextmanager

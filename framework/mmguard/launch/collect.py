@@ -49,8 +49,10 @@ def read_folder(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     except (OSError, ValueError) as err:
         raise UserError(f"{path / 'results.json'}: cannot be read ({err})") from None
     tree = None
-    if (path / "recipe.yaml").is_file():
-        tree = yaml.safe_load((path / "recipe.yaml").read_text())
+    seeds = results.get("seeds")
+    recipe = path / (f"seed-{seeds[0]}/recipe.yaml" if seeds else "recipe.yaml")  # a seed axis: a resolved seed's
+    if recipe.is_file():
+        tree = yaml.safe_load(recipe.read_text())
     tree = tree if isinstance(tree, dict) else results.get("config")
     if not isinstance(tree, dict):
         raise UserError(f"{path}: no recipe.yaml and no config in results.json: its rows' settings are unknown")
@@ -79,7 +81,7 @@ def collect(dirs: Sequence[str | Path]) -> Dict[str, Any]:
             cell = tuple(row.get(k) for k in CELL)
             config = row_config(tree, row.get("attack"), row.get("victim"), row.get("probe"), strict=False)
             config = {k: v for k, v in config.items() if _grouped(k)}
-            records.append({"cell": cell, "config": config, "row": row, "seed": tree.get("seed"),
+            records.append({"cell": cell, "config": config, "row": row, "seed": row.get("seed", tree.get("seed")),
                             "folder": str(folder)})
     keys: List[str] = []
     for cell in dict.fromkeys(r["cell"] for r in records):

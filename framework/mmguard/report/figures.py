@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from mmguard.report.summary import REFERENCE_ROWS, attack_labels, probes_of, row_threat
+from mmguard.metrics.table import mean_std
 
 DPI = 110
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -149,14 +150,18 @@ def _colours(labels: Sequence[str]) -> Dict[str, str]:
 
 
 def _bars(ax, groups: Sequence[str], series: Dict[str, List[Optional[float]]], colours: Dict[str, str],
-          legend: Dict[str, str]) -> None:
+          legend: Dict[str, str], errors: Optional[Dict[str, List[Optional[float]]]] = None) -> None:
+    """One bar per series in each group; ``errors``: a standard deviation per bar (over seeds), drawn as a
+    whisker."""
     n = max(1, len(series))
     width = 0.8 / n
     x = np.arange(len(groups))
     for k, (name, values) in enumerate(series.items()):
         vals = [np.nan if v is None else v for v in values]
+        err = [0.0 if e is None else e for e in (errors or {}).get(name, [None] * len(values))]
         bars = ax.bar(x - 0.4 + width * (k + 0.5), vals, width, color=colours[name], label=legend.get(name, name),
-                      hatch="//" if name == "zero_shot" else None, edgecolor="white", linewidth=0.5)
+                      hatch="//" if name == "zero_shot" else None, edgecolor="white", linewidth=0.5,
+                      yerr=err if any(err) else None, error_kw={"elinewidth": 0.8, "capsize": 2})
         for b, v in zip(bars, values):
             if v is not None:
                 ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
@@ -169,8 +174,11 @@ def _bars(ax, groups: Sequence[str], series: Dict[str, List[Optional[float]]], c
 
 
 def _mean(values) -> Optional[float]:
-    vals = [float(v) for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
+    return mean_std(list(values))[0]
+
+
+def _std(values) -> Optional[float]:
+    return mean_std(list(values))[1]
 
 
 def accuracy_by_probe(path: Path, rows: Sequence[Dict], victim: str) -> Path:
@@ -179,19 +187,21 @@ def accuracy_by_probe(path: Path, rows: Sequence[Dict], victim: str) -> Path:
     rows = [r for r in rows if r.get("victim") == victim]
     probes = probes_of(rows) or ["none"]
     names = [a for a in REFERENCE_ROWS if any(r.get("attack") == a for r in rows)] + attack_labels(rows)
-    series, legend = {}, {}
-    zero = _mean(r.get("accuracy") for r in rows if r.get("attack") == "zero_shot")
+    series, errors, legend = {}, {}, {}
+    zero = [r.get("accuracy") for r in rows if r.get("attack") == "zero_shot"]
     for a in names:
         if a == "zero_shot":
-            series[a] = [zero] * len(probes)
+            series[a], errors[a] = [_mean(zero)] * len(probes), [_std(zero)] * len(probes)
             legend[a] = "zero_shot (no fine-tuning)"
             continue
-        series[a] = [_mean(r.get("accuracy") for r in rows if r.get("attack") == a and r.get("probe") == p)
-                     for p in probes]
+        cells = [[r.get("accuracy") for r in rows if r.get("attack") == a and r.get("probe") == p] for p in probes]
+        series[a], errors[a] = [_mean(c) for c in cells], [_std(c) for c in cells]
         threat = next((row_threat(r) for r in rows if r.get("attack") == a), None)
         legend[a] = f"{a} ({threat})" if threat else a
+    seeds = sorted({r["seed"] for r in rows if r.get("seed") is not None})
+    title = f"victim {victim}" + (f" (mean and std over seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else "")
     return _grouped_bars(path, probes, series, names, legend, "probe (what the fine-tuner does to the training data)",
-                         f"victim {victim}")
+                         title, errors)
 
 
 def accuracy_by_threat(path: Path, rows: Sequence[Dict], probe: str = "none") -> Path:
@@ -218,10 +228,11 @@ def accuracy_by_threat(path: Path, rows: Sequence[Dict], probe: str = "none") ->
 
 
 def _grouped_bars(path: Path, groups: Sequence[str], series: Dict[str, List[Optional[float]]],
-                  names: Sequence[str], legend: Dict[str, str], xlabel: str, title: str) -> Path:
+                  names: Sequence[str], legend: Dict[str, str], xlabel: str, title: str,
+                  errors: Optional[Dict[str, List[Optional[float]]]] = None) -> Path:
     fig = _figure(max(5.0, 1.2 + 0.35 * len(groups) * len(names)) + 2.0, 3.4)
     ax = fig.subplots()
-    _bars(ax, groups, series, _colours(names), legend)
+    _bars(ax, groups, series, _colours(names), legend, errors)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)

@@ -107,8 +107,10 @@ def load_run(run_dir: str | Path, need_clean: bool = True) -> RunData:
 
 
 def sorted_attack_dirs(run_dir: Path, results: Dict[str, Any]) -> List[Path]:
-    """``protected/*`` folders with a manifest, in the order their attacks appear in results.json."""
-    root = run_dir / "protected"
+    """``protected/*`` folders with a manifest, in the order their attacks appear in results.json (a run with a
+    seed axis shows its first seed's protected sets)."""
+    seeds = results.get("seeds")
+    root = run_dir / (f"seed-{seeds[0]}/protected" if seeds else "protected")
     if not root.is_dir():
         return []
     dirs = [p for p in root.iterdir()
