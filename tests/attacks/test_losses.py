@@ -141,20 +141,20 @@ def test_tiny_llava_tap_losses_and_gradients(llava, monkeypatch):
     rows = [L.span_positions(e.spans, "G", "Y") for e in prot]
 
     calls = []
-    real = attention_tap._row_probs
+    real = attention_tap.row_probs
 
     def spy(module, *args):
-        calls.append((module, args[-2].tolist()))
+        calls.append((module, args[-1].tolist()))
         return real(module, *args)
 
-    monkeypatch.setattr(attention_tap, "_row_probs", spy)
+    monkeypatch.setattr(attention_tap, "row_probs", spy)
     batch = a.collate(prot, [(p + d).clamp(0, 1) for p, d in zip(pixels, delta)])
     with embedding_grads(a) as store, a.attention_rows(layers, rows) as taps:
         logits = a.forward(batch)
-    # exactly the layers of K were tapped, and only the source rows G and Y of each sample
+    # exactly the layers of K were tapped (one batched computation each), and only the source rows G and Y
     assert sorted(taps) == layers
-    assert [c[0] for c in calls] == [a.attention_modules[0]] * 2
-    assert [c[1] for c in calls] == [r.tolist() for r in rows]
+    assert [c[0] for c in calls] == [a.attention_modules[0]]
+    assert [row[: len(r)] for row, r in zip(calls[0][1], rows)] == [r.tolist() for r in rows]
     heads = a.model.config.text_config.num_attention_heads
     for b, e in enumerate(prot):
         assert taps[0].probs[b].shape == (heads, len(rows[b]), batch["input_ids"].shape[1])
@@ -186,6 +186,24 @@ def test_tiny_llava_tap_losses_and_gradients(llava, monkeypatch):
         crs_terms.append(L.crs(L.source_abars(ctaps, layers, b, slice(None)), abar_yp, ic, ip))
     crs_loss = torch.stack(crs_terms).mean()
     assert crs_loss < 0
+
+    # the batched forms the attacks use equal these per-sample ones
+    d_pos = [e.spans["X"][L.perturbation_tokens(a.token_patch_means(d.detach().abs(), e.layout), 0.5)]
+             for e, d in zip(prot, delta)]
+    keys = batch["input_ids"].shape[1]
+    n_g = torch.tensor([e.spans["G"].numel() for e in prot])
+    r = torch.arange(taps[0].batched.shape[2])[None]
+    g_rows, y_rows = r < n_g[:, None], (r >= n_g[:, None]) & taps[0].row_mask
+    batched = L.bph_batched([L.masked_abar(taps[0].batched, g_rows)], [L.masked_abar(taps[0].batched, y_rows)],
+                            L.key_mask(d_pos, keys), L.key_mask([e.spans["G"] for e in prot], keys))
+    assert torch.allclose(batched, torch.stack(binds), atol=1e-5)
+    scores = a.token_patch_means(torch.stack([d.detach().abs() for d in delta]), prot[0].layout)
+    assert torch.equal(L.perturbation_tokens_batched(scores, 0.5)[1],
+                       L.perturbation_tokens(a.token_patch_means(delta[1].detach().abs(), prot[1].layout), 0.5))
+    pairs = [L.align_keys(clean[b].spans, prot[b].spans, len(clean[b]), len(prot[b])) for b in range(2)]
+    crs_b = L.crs_batched([L.masked_abar(ctaps[0].batched, ctaps[0].row_mask)],
+                          [L.masked_abar(taps[0].batched, y_rows)], *L.aligned_index(pairs))
+    assert torch.allclose(crs_b, torch.stack(crs_terms), atol=1e-5)
 
     L.joint(lt, bph_loss + crs_loss).backward()
     for d in delta:

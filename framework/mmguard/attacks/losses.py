@@ -155,6 +155,83 @@ def crs(abar_Y_clean: Sequence[torch.Tensor], abar_Y_prot: Sequence[torch.Tensor
     return -torch.stack(kls).mean()
 
 
+# ----------------------------------------------------------------------------- batched forms
+# The attacks compute the terms above for a whole batch at once: attention rows padded to (B, H, R, keys) with a
+# row mask, target key sets as (B, keys) masks. Each equals the per-sample function it mirrors (tested).
+def masked_abar(probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(B, H, R, K) attention rows and a (B, R) mask of the source rows -> Abar (B, K), the mean over heads and
+    the masked rows (zero where a sample has no source row)."""
+    weights = rows.to(probs.dtype)
+    total = (probs * weights[:, None, :, None]).sum(dim=(1, 2))
+    return total / (probs.shape[1] * weights.sum(1, keepdim=True)).clamp_min(1)
+
+
+def key_mask(positions: Sequence[torch.Tensor], length: int, device=None) -> torch.Tensor:
+    """(B, length) True at each sample's ``positions``."""
+    mask = torch.zeros(len(positions), length, dtype=torch.bool, device=device)
+    for b, p in enumerate(positions):
+        if torch.as_tensor(p).numel():
+            mask[b, torch.as_tensor(p, dtype=torch.long, device=mask.device)] = True
+    return mask
+
+
+def l_mass_batched(abar: torch.Tensor, targets: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """(B,) KL(U_R || Abar) per sample with R given as a (B, K) mask; 0 where R is empty (as ``l_mass``)."""
+    n = targets.sum(1).to(abar.dtype)
+    logs = (abar.clamp_min(eps).log() * targets.to(abar.dtype)).sum(1)
+    value = -torch.log(n.clamp_min(1)) - logs / n.clamp_min(1)
+    return torch.where(n > 0, value, torch.zeros_like(value))
+
+
+def bph_batched(abar_g: Sequence[torch.Tensor], abar_y: Sequence[torch.Tensor], d_mask: torch.Tensor,
+                g_mask: torch.Tensor, betas: Tuple[float, float, float] = (1.0, 1.0, 1.0),
+                eps: float = EPS) -> torch.Tensor:
+    """(B,) ``bph`` for a batch: per layer Abar (B, K) of the trigger and answer rows, D and G as key masks;
+    the terms that need a trigger are left out for samples without one."""
+    b1, b2, b3 = betas
+    has_g = g_mask.any(1).to(abar_y[0].dtype)
+    per_layer = [b3 * l_mass_batched(y, d_mask, eps) + has_g * (b1 * l_mass_batched(g, d_mask, eps)
+                                                               + b2 * l_mass_batched(y, g_mask, eps))
+                 for g, y in zip(abar_g, abar_y)]
+    return torch.stack(per_layer).mean(0)
+
+
+def aligned_index(pairs: Sequence[Tuple[torch.Tensor, torch.Tensor]], device=None
+                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``align_keys`` results of a batch padded to (B, M): clean positions, protected positions, and a mask."""
+    width = max(1, max((int(c.numel()) for c, _ in pairs), default=1))
+    idx_c = torch.zeros(len(pairs), width, dtype=torch.long)
+    idx_p = torch.zeros(len(pairs), width, dtype=torch.long)
+    mask = torch.zeros(len(pairs), width, dtype=torch.bool)
+    for b, (c, p) in enumerate(pairs):
+        idx_c[b, : c.numel()], idx_p[b, : p.numel()], mask[b, : c.numel()] = c, p, True
+    return idx_c.to(device), idx_p.to(device), mask.to(device)
+
+
+def crs_batched(abar_clean: Sequence[torch.Tensor], abar_prot: Sequence[torch.Tensor], idx_c: torch.Tensor,
+                idx_p: torch.Tensor, mask: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """(B,) ``crs`` for a batch: per layer Abar (B, Kc) of the clean pass and (B, Kp) of the protected pass,
+    keys paired by the padded ``aligned_index``."""
+    kls = []
+    for c, p in zip(abar_clean, abar_prot):
+        c = c.detach()
+        m = mask.to(c.dtype)
+        pc, pp = c.gather(1, idx_c) * m, p.gather(1, idx_p) * m
+        bucket_c = (c.sum(1) - pc.sum(1)).clamp_min(0)
+        bucket_p = (p.sum(1) - pp.sum(1)).clamp_min(0)
+        kl = (torch.xlogy(pc, pc) - pc * pp.clamp_min(eps).log()).sum(1)
+        kls.append(kl + torch.xlogy(bucket_c, bucket_c) - bucket_c * bucket_p.clamp_min(eps).log())
+    return -torch.stack(kls).mean(0)
+
+
+def perturbation_tokens_batched(token_scores: torch.Tensor, tau: float) -> torch.Tensor:
+    """``perturbation_tokens`` for a (B, X) batch of scores (one layout): (B, k) indices into X, ascending."""
+    scores = token_scores.detach().float()
+    k = min(scores.shape[1], max(0, math.ceil(tau * scores.shape[1] - 1e-9)))
+    order = torch.sort(-scores.nan_to_num(nan=-math.inf), dim=1, stable=True).indices
+    return order[:, :k].sort(dim=1).values
+
+
 # ----------------------------------------------------------------------------- joint
 def joint(l_train: torch.Tensor, l_bind: Optional[torch.Tensor], lambda_train: float = 1.0,
           lambda_bind: float = 1.0, maximize: bool = False) -> torch.Tensor:

@@ -48,6 +48,7 @@ class SurrogateView:
         self.tokens = adapter.to_device(adapter.collate_tokens(self.encoded))
         self.pixels: Dict[str, torch.Tensor] = {}
         self.deltas: Optional[Sequence[torch.Tensor]] = None
+        self.cache: Dict[str, object] = {}  # what an objective derives from the encodings alone, once per view
 
     def with_images(self, images: Sequence[torch.Tensor], deltas: Optional[Sequence[torch.Tensor]] = None
                     ) -> "SurrogateView":

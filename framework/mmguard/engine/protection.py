@@ -328,11 +328,12 @@ class ProtectionModule(L.LightningModule):
 
     def pgd(self, samples: Sequence[Sample], cleans: List[CleanPass], step: int) -> float:
         """P sign-PGD steps on the batch's perturbations, micro-batch by micro-batch (class-wise: the shared delta
-        of each class, its gradient summed over the batch). New perturbations go to the next round's file."""
-        clean = {s.id: s.pixels() for s in samples}
-        keys = list(dict.fromkeys(self.key(s) for s in samples))
-        current = dict(zip([self.key(s) for s in samples], self.deltas(samples, self.round)))
-        shared = {k: current[k].clone() for k in keys}
+        of each class, its gradient summed over the batch). The batch's images and perturbations move to the
+        device once; the new perturbations go to the next round's file at the end."""
+        device = self.device
+        clean = {s.id: s.pixels().to(device) for s in samples}
+        keys = [self.key(s) for s in samples]
+        shared = {k: d.to(device) for k, d in zip(keys, self.deltas(samples, self.round))}
         chunks = [(mb, self.views(mb, [self.triggers.get(s.id) for s in mb], self.clean_passes_of(mb, samples, cleans)))
                   for mb in self.micro_batches(samples)]
         loss_value = float("nan")
@@ -341,22 +342,22 @@ class ProtectionModule(L.LightningModule):
             grads = {k: torch.zeros_like(d) for k, d in shared.items()}
             total = 0.0
             for mb, views in chunks:
-                leaves = {k: shared[k].detach().to(self.device).requires_grad_(True) for k in dict.fromkeys(
-                    self.key(s) for s in mb)}
+                leaves = {k: shared[k].detach().requires_grad_(True) for k in dict.fromkeys(self.key(s) for s in mb)}
                 deltas = [leaves[self.key(s)] for s in mb]
-                images = [(clean[s.id].to(self.device) + d).clamp(0, 1) for s, d in zip(mb, deltas)]
+                images = [(clean[s.id] + d).clamp(0, 1) for s, d in zip(mb, deltas)]
                 loss = self.l_prot(views, images, deltas, gen).sum() / len(samples)
                 for k, g in zip(leaves, torch.autograd.grad(loss, list(leaves.values()))):
-                    grads[k] += g.detach().cpu()
-                total += float(loss.detach())
+                    grads[k] += g
+                total = total + loss.detach()
             for k in shared:
                 x = None if self.attack.classwise else clean[k]
                 shared[k] = self.budget.project(x, shared[k] - self.loop.alpha * grads[k].sign())
             loss_value = total
+        loss_value = float(loss_value)  # one host sync per batch
         if self.attack.classwise:
-            self.classwise.update(shared)
+            self.classwise.update({k: v.cpu() for k, v in shared.items()})
         else:
-            self.state.deltas(self.round + 1).write_many(shared.items())
+            self.state.deltas(self.round + 1).write_many((k, v.cpu()) for k, v in shared.items())
         return loss_value
 
     def hotflip_round(self, samples: Sequence[Sample], cleans: List[CleanPass], step: int) -> float:

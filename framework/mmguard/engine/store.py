@@ -35,8 +35,8 @@ class Budget:
         """Scale delta down so that its root-mean-square (over pixels and channels) stays within rms_max."""
         if self.rms_max is None:
             return delta
-        rms = float(delta.float().pow(2).mean().sqrt())
-        return delta * (self.rms_max / rms) if rms > self.rms_max else delta
+        rms = delta.float().pow(2).mean().sqrt()  # a tensor: no host sync on a GPU
+        return delta * torch.clamp(self.rms_max / rms.clamp_min(1e-12), max=1.0).to(delta.dtype)
 
 
 def quantize_release(x: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
+from mmguard.data.sample import Sample
 from mmguard.engine import distributed
 from mmguard.engine.steps import StandardStep
 from mmguard.metrics.accuracy import VQAAccuracy, is_correct
@@ -47,6 +48,13 @@ class VictimModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = get_cosine_schedule_with_warmup(opt, int(self.warmup_ratio * total), total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """Evaluation batches are Samples (the adapter moves their pixels when it generates); Lightning's generic
+        walk would deep-copy every Sample and its image."""
+        if isinstance(batch, list) and batch and isinstance(batch[0], Sample):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_test_epoch_start(self) -> None:
         self.accuracy.reset()

@@ -125,16 +125,20 @@ class LVLMAdapter:
         return self.batch_pixel_inputs(outs)
 
     def token_patch_means(self, abs_delta: torch.Tensor, layout: Any) -> torch.Tensor:
-        """Mean of a (3, H, W) map over the region each image token covers -> (num X tokens,)."""
-        h, w = abs_delta.shape[-2:]
+        """Mean of a (3, H, W) map -- or a (B, 3, H, W) batch of maps of one layout -- over the region each image
+        token covers -> (num X tokens,) or (B, num X tokens)."""
+        batched = abs_delta.dim() == 4
+        maps = abs_delta if batched else abs_delta[None]
+        h, w = maps.shape[-2:]
         boxes = self.patch_boxes(layout)
-        integral = F.pad(abs_delta.mean(0).cumsum(0).cumsum(1), (1, 0, 1, 0))
+        integral = F.pad(maps.mean(1).cumsum(1).cumsum(2), (1, 0, 1, 0))
         y0 = (boxes[:, 0] * h).floor().long().clamp(0, h - 1)
         x0 = (boxes[:, 1] * w).floor().long().clamp(0, w - 1)
         y1 = torch.maximum((boxes[:, 2] * h).ceil().long().clamp(1, h), y0 + 1)
         x1 = torch.maximum((boxes[:, 3] * w).ceil().long().clamp(1, w), x0 + 1)
-        total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-        return total / ((y1 - y0) * (x1 - x0)).to(total.dtype)
+        total = integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
+        means = total / ((y1 - y0) * (x1 - x0)).to(total.dtype)
+        return means if batched else means[0]
 
     # ----------------------------------------------------------------- text
     def _tok(self, text: str) -> List[int]:
