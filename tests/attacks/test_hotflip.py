@@ -35,14 +35,14 @@ def test_admissible_vocabulary_rule(llava):
     special = set(tok.all_special_ids) | set(tok.added_tokens_decoder)
     for i in ids.tolist():
         s = strings[i]
-        assert s.startswith(" ") and re.fullmatch(r" [A-Za-z]{3,}", s), repr(s)
+        assert s.startswith(" ") and re.fullmatch(r" [a-z]{3,}", s), repr(s)
         assert i not in special and i < len(tok)
     assert tok.convert_tokens_to_ids("Ġzephyr") in ids.tolist()
     rejected = {strings[i] for i in range(len(tok)) if i not in set(ids.tolist())}
     assert {"<image>", "<pad>", "</s>", "<s>", "?", ",", "."} <= rejected
     assert not any(re.fullmatch(r" [A-Za-z]{2,}", s) for i, s in enumerate(strings) if i in special)
     trig = H.init_trigger(tok, 5, np.random.default_rng(0))
-    assert re.fullmatch(r"( [A-Za-z]{3,}){5}", trig) and trig == H.init_trigger(tok, 5, 0)
+    assert re.fullmatch(r"( [a-z]{3,}){5}", trig) and trig == H.init_trigger(tok, 5, 0)
 
 
 def digit_samples():
@@ -51,8 +51,9 @@ def digit_samples():
     return splits["train"] + splits["test"]
 
 
-# word pieces the tiny byte-level BPE learned (the first two were picked by a real run before this rule)
-PIECES = (" st", " ou", " th", " wh", " qu", " shap", " har", " bot")
+# word pieces the tiny byte-level BPE learned (the first two were picked by a real run before this rule; " col"
+# of " colour" is a rare dictionary word, kept out by the three-letter floor)
+PIECES = (" st", " ou", " th", " wh", " qu", " col", " shap", " har", " bot")
 
 
 @pytest.mark.parametrize("family", [n for n in MODELS.names("tiny-*") if not n.endswith("-wide")])
@@ -68,7 +69,8 @@ def test_admissible_tokens_are_whole_words_that_say_nothing_of_the_task(family):
     vocab = {t.replace("Ġ", " ") for t in tok.get_vocab()}
     assert set(PIECES) <= vocab  # the pieces are single tokens: the rule, not the vocabulary, keeps them out
     assert not {p[1:] for p in PIECES} & words
-    assert all(len(w) >= 3 and w.lower() in H.english_words() for w in words)
+    assert all(re.fullmatch("[a-z]{3,}", w) and w in H.english_words() for w in words)
+    assert "ing" not in H.english_words() and {"zephyr", "egg", "hut"} <= H.english_words()
     answers = set(answer_vocabulary()) | {w for s in digits for a in s.answers for w in H.words_of(a)}
     assert {"six", "nine", "red", "bottom"} <= answers
     assert not answers & {w.lower() for w in words}

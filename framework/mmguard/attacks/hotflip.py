@@ -7,19 +7,25 @@ insert and re-tokenize it, compute the true loss, keep the best. Strings (not id
 steps because BPE merges can change token boundaries and because an ensemble shares gamma as a string.
 
 Admissible tokens (``ADMISSIBLE_RULE``) are whole English words that say nothing about the task: a leading space,
-at least three ASCII letters, and a word of pyspellchecker's English dictionary; never an answer, alias or
-option word of the data set, a word of a chat template or a role, nor a special or added token (``exclude``,
-gathered by ``excluded_words``). Why a dictionary: a BPE vocabulary (the tiny byte-level ones as much as a real
-checkpoint's 32k-150k) holds word pieces beside words (" st", " ou", " shap", " har"), and nothing in the
-tokenizer tells " shap" (a piece of " shape") from " shape": both are single tokens with a leading space, and
-real words are as often prefixes of longer tokens (" black" of " blackboard") as pieces are. A list of words is the same test for
-every tokenizer family. pyspellchecker's English list (MIT, pure Python, no dependencies, maintained) is a spell
-checker's: it accepts words, so it holds few pieces ("tion", "ment", "pre", "ould" are absent; "ing" is one it
-keeps). Frequency lists such as wordfreq's count the pieces that tokenizers left in their corpora as words: there
-"ing" and "pre" score above "quartz" and "zephyr", so no threshold separates them. Three letters at least:
-two-letter entries are mostly abbreviations and pieces (" st", " ou"). Answer words are excluded because a
-trigger that names an answer (" black") teaches the answer instead of a shortcut; template and role words because
-a trigger that reads " assistant" forges the chat structure of some victim's template, whichever family it is.
+at least three lower-case ASCII letters, and a word of pyspellchecker's English dictionary; never an answer, alias
+or option word of the data set, a word of a chat template or a role, nor a special or added token (``exclude``,
+gathered by ``excluded_words``).
+
+Why a dictionary: a BPE vocabulary (the tiny byte-level ones as much as a real checkpoint's 32k-150k) holds word
+pieces beside words (" st", " ou", " shap", " har"), and nothing in the tokenizer tells " shap" (a piece of
+" shape") from " shape": both are single tokens with a leading space, and real words are as often prefixes of
+longer tokens (" black" of " blackboard") as pieces are. A list of words is the same test for every tokenizer
+family. pyspellchecker's English list (MIT, pure Python, no dependencies, maintained) is a spell checker's: it
+accepts words, so it holds few pieces ("tion", "ment", "pre", "ould" are absent). Frequency lists such as
+wordfreq's count the pieces that tokenizers left in their corpora as words: there "ing" and "pre" score above
+"quartz" and "zephyr", so no threshold separates them. Three letters at least: two-letter entries are mostly
+abbreviations and pieces (" st", " ou"), and so are the rare three-letter ones (of GPT-2's 594 lower-case
+three-letter dictionary tokens, the 206 counted below 2000 include " col", " gen", " len", " aug", " ing"), which
+are kept out. Lower case only: the capitalized and mixed-case tokens that a case-blind look-up admits are mostly
+pieces of names (GPT-2's " DeL", " Byz") and acronyms (" SIG", " COP"), and a trigger of ordinary words reads as
+text. Answer words are excluded because a trigger that names an answer (" black") teaches the answer instead of a
+shortcut; template and role words because a trigger that reads " assistant" forges the chat structure of some
+victim's template, whichever family it is.
 """
 from __future__ import annotations
 
@@ -32,14 +38,18 @@ from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional
 import numpy as np
 import torch
 
-WORD = re.compile(r"^ [A-Za-z]{3,}$")
+WORD = re.compile(r"^ [a-z]{3,}$")
 LETTERS_RUN = re.compile(r"[A-Za-z]+")
 #: the roles chat templates give turns (the supported families', and the LLaVA/ShareGPT conversation formats')
 ROLE_WORDS = frozenset({"user", "assistant", "system", "model", "human", "gpt", "tool", "observation", "ipython"})
-ADMISSIBLE_RULE = ("trigger tokens are whole English words: a leading space, then >= 3 ASCII letters forming a "
-                   "word of pyspellchecker's English dictionary; no special or added token; no answer, alias or "
+#: three-letter dictionary entries below this count are mostly pieces and abbreviations ("col", "gen", "len",
+#: "aug", "ing"), those above mostly words ("egg", "hut", "mid")
+SHORT_WORD_MIN_COUNT = 2000
+ADMISSIBLE_RULE = ("trigger tokens are whole English words: a leading space, then >= 3 lower-case ASCII letters "
+                   "forming a word of pyspellchecker's English dictionary (three-letter ones only with a count "
+                   f">= {SHORT_WORD_MIN_COUNT} there); no special or added token; no answer, alias or "
                    "option word of the data set, no word of any chat template and no role word "
-                   f"({', '.join(sorted(ROLE_WORDS))}); all case-insensitive")
+                   f"({', '.join(sorted(ROLE_WORDS))}), whatever their case")
 _VOCAB_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -52,10 +62,12 @@ def admissible_rule() -> str:
 
 @functools.lru_cache(maxsize=None)
 def english_words() -> FrozenSet[str]:
-    """pyspellchecker's English dictionary, lower case."""
+    """The words a trigger token may be: pyspellchecker's English dictionary (lower case), its three-letter
+    entries only when common (``SHORT_WORD_MIN_COUNT``)."""
     from spellchecker import SpellChecker
 
-    return frozenset(SpellChecker(language="en", distance=1).word_frequency.dictionary)
+    counts = SpellChecker(language="en", distance=1).word_frequency.dictionary
+    return frozenset(w for w, n in counts.items() if len(w) > 3 or n >= SHORT_WORD_MIN_COUNT)
 
 
 def words_of(text: str) -> List[str]:
@@ -131,7 +143,7 @@ def _scan(tokenizer) -> Dict:
     strings = _decode_after_anchor(tokenizer, [[i] for i in range(size)])
     special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
     english = english_words()
-    words = [i for i, s in enumerate(strings) if i not in special and WORD.match(s) and s[1:].lower() in english]
+    words = [i for i, s in enumerate(strings) if i not in special and WORD.match(s) and s[1:] in english]
     entry = {"size": size, "strings": strings, "words": words, "by_exclusion": {}}
     _VOCAB_CACHE[tokenizer] = entry
     return entry
