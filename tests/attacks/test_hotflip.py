@@ -1,5 +1,6 @@
 """HotFlip over the text trigger: the admissible vocabulary, candidate ranking, exact verification."""
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +9,11 @@ import torch
 from mmguard.attacks import hotflip as H
 from mmguard.attacks.losses import l_train
 from mmguard.attacks.view import SurrogateView
-from mmguard.data.synthetic import generate
+from mmguard.core.registry import DATASETS, MODELS
+from mmguard.data.synthetic import QUESTION_TYPES, answer_vocabulary, generate
 from mmguard.models import build_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +35,69 @@ def test_admissible_vocabulary_rule(llava):
     special = set(tok.all_special_ids) | set(tok.added_tokens_decoder)
     for i in ids.tolist():
         s = strings[i]
-        assert s.startswith(" ") and re.fullmatch(r" [A-Za-z]{2,}", s), repr(s)
+        assert s.startswith(" ") and re.fullmatch(r" [a-z]{3,}", s), repr(s)
         assert i not in special and i < len(tok)
     assert tok.convert_tokens_to_ids("Ġzephyr") in ids.tolist()
     rejected = {strings[i] for i in range(len(tok)) if i not in set(ids.tolist())}
     assert {"<image>", "<pad>", "</s>", "<s>", "?", ",", "."} <= rejected
     assert not any(re.fullmatch(r" [A-Za-z]{2,}", s) for i, s in enumerate(strings) if i in special)
     trig = H.init_trigger(tok, 5, np.random.default_rng(0))
-    assert re.fullmatch(r"( [A-Za-z]{2,}){5}", trig) and trig == H.init_trigger(tok, 5, 0)
+    assert re.fullmatch(r"( [a-z]{3,}){5}", trig) and trig == H.init_trigger(tok, 5, 0)
+
+
+def digit_samples():
+    root = ROOT / "tests" / "fixtures" / "digits"
+    splits = DATASETS.build("llava_json", train=root / "train" / "data.json", test=root / "test" / "data.json")
+    return splits["train"] + splits["test"]
+
+
+# word pieces the tiny byte-level BPE learned (the first two were picked by a real run before this rule; " col"
+# of " colour" is a rare dictionary word, kept out by the three-letter floor)
+PIECES = (" st", " ou", " th", " wh", " qu", " col", " shap", " har", " bot")
+
+
+@pytest.mark.parametrize("family", [n for n in MODELS.names("tiny-*") if not n.endswith("-wide")])
+def test_admissible_tokens_are_whole_words_that_say_nothing_of_the_task(family):
+    adapter = build_model(family, seed=0)
+    tok, strings = adapter.tokenizer, H.token_strings(adapter.tokenizer)
+    digits = digit_samples()
+    data = generate(400, seed=0, types=QUESTION_TYPES) + digits
+    exclude = H.excluded_words(data, [adapter])
+    ids = H.admissible_vocabulary(tok, exclude)
+    assert ids is H.admissible_vocabulary(tok, set(exclude))  # cached per (tokenizer, exclusions)
+    words = {strings[i][1:] for i in ids.tolist()}
+    vocab = {t.replace("Ġ", " ") for t in tok.get_vocab()}
+    assert set(PIECES) <= vocab  # the pieces are single tokens: the rule, not the vocabulary, keeps them out
+    assert not {p[1:] for p in PIECES} & words
+    assert all(re.fullmatch("[a-z]{3,}", w) and w in H.english_words() for w in words)
+    assert "ing" not in H.english_words() and {"zephyr", "egg", "hut"} <= H.english_words()
+    answers = set(answer_vocabulary()) | {w for s in digits for a in s.answers for w in H.words_of(a)}
+    assert {"six", "nine", "red", "bottom"} <= answers
+    assert not answers & {w.lower() for w in words}
+    every_template = {w for name in MODELS.names("tiny-*") for w in H.template_words(build_model(name).pieces)}
+    assert {"assistant", "user", "model", "system", "turn", "helpful"} <= every_template | H.ROLE_WORDS
+    assert not (every_template | H.ROLE_WORDS) & {w.lower() for w in words}
+    # still plenty for HotFlip's top-K (64 by default): 250 of the 1,000-odd tokens of each tiny tokenizer
+    assert len(ids) >= 250, len(ids)
+    assert len(H.admissible_vocabulary(tok)) > len(ids)  # the exclusions took something out
+
+
+def test_init_trigger_and_candidates_keep_out_the_exclusions(llava, samples):
+    tok, strings = llava.tokenizer, H.token_strings(llava.tokenizer)
+    every = [strings[i][1:] for i in H.admissible_vocabulary(tok).tolist()]
+    keep = {"zephyr", "meadow", "amber"}
+    exclude = [w.upper() for w in every if w not in keep]  # case-insensitive
+    for seed in range(5):
+        assert set(H.init_trigger(tok, 3, seed, exclude).split()) == keep
+    view = make_view(llava, samples)([" zephyr meadow", " amber"])
+    _, candidates = H.flip_candidates(view, lambda v: l_train(v.forward()[0], v.labels, reduction="none"),
+                                      top_k=8, exclude=exclude)
+    assert {strings[i][1:] for c in candidates for i in c.flatten().tolist()} <= keep
+
+
+def test_the_rule_is_one_line_for_the_manifest():
+    rule = H.admissible_rule()
+    assert "\n" not in rule and "pyspellchecker" in rule and "assistant" in rule
 
 
 def test_candidates_rank_a_linear_loss():

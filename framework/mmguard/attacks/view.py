@@ -39,12 +39,17 @@ class CleanPass:
 
 
 class SurrogateView:
-    """A batch encoded (with its triggers) and collated for one surrogate; ``with_images`` sets the pixels."""
+    """A batch encoded (with its triggers) and collated for one surrogate; ``with_images`` sets the pixels.
+    ``offsets``: each trigger's character offset in its question (``attacks/insertion.py``; None: the end)."""
 
     def __init__(self, adapter, samples: Sequence[Sample], triggers: Sequence[Optional[str]],
-                 layers: Sequence[int], clean: Optional[CleanPass] = None):
+                 layers: Sequence[int], clean: Optional[CleanPass] = None,
+                 offsets: Optional[Sequence[Optional[int]]] = None):
         self.adapter, self.samples, self.layers, self.clean = adapter, list(samples), list(layers), clean
-        self.encoded = [adapter.encode(s, trigger=t) for s, t in zip(samples, triggers)]
+        offsets = list(offsets) if offsets is not None else [None] * len(self.samples)
+        if len(offsets) != len(self.samples):
+            raise ValueError(f"{len(offsets)} trigger offsets for {len(self.samples)} samples")
+        self.encoded = [adapter.encode(s, trigger=t, trigger_at=o) for s, t, o in zip(samples, triggers, offsets)]
         self.tokens = adapter.to_device(adapter.collate_tokens(self.encoded))
         self.pixels: Dict[str, torch.Tensor] = {}
         self.deltas: Optional[Sequence[torch.Tensor]] = None

@@ -56,6 +56,9 @@ class LoopParams:
     top_k: PositiveInt = _in(TEXT, 64, "HotFlip candidates per position")
     verify_k: Optional[PositiveInt] = _in(TEXT, None, "of the top-K, how many are verified exactly (null: all)")
     hotflip_every: PositiveInt = _in(TEXT, 1, "HotFlip on a batch every n-th round")
+    trigger_at: Literal["end", "inside"] = _in(
+        TEXT, "end", "where the trigger goes: after the question, or at a word boundary inside it that stripping "
+                     "what follows the question's last '?' keeps (attacks/insertion.py; not in METHOD.md)")
     # rounds and surrogate adaptation
     R: PositiveInt = _in(ROUNDS, 10, "outer rounds")
     Q: NonNegativeInt = _in(ROUNDS, 1, "surrogate LoRA adaptation steps per round")

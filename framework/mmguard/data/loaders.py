@@ -334,14 +334,16 @@ def load_synthetic(n_train: PositiveInt = 64, n_test: PositiveInt = 64,
                    types: Sequence[str] = ("colour",), seed: int = 0,
                    size: Annotated[int, at_least(8)] = 32, limit: Limit = None,
                    contrast: Annotated[float, between(0, 1, lo_open=True)] = 1.0) -> Splits:
-    """The synthetic VQA generator; train and test come from different seed streams (ids ``train*``/``test*``)."""
+    """The synthetic VQA generator; train and test come from different seed streams (ids ``train*``/``test*``).
+    The train split draws its classes at random; the test split is class-balanced per question type, so that a
+    victim that collapses to one answer scores 1/K (exactly when K divides the type's share of ``n_test``)."""
     contrast = float(contrast)
     train_seed, test_seed = (int(s) for s in np.random.SeedSequence(int(seed)).generate_state(2))
     types = tuple(types) if not isinstance(types, str) else (types,)
     return {"train": _limit(synthetic.generate(int(n_train), train_seed, types, int(size), prefix="train",
                                                contrast=contrast), limit),
             "test": _limit(synthetic.generate(int(n_test), test_seed, types, int(size), prefix="test",
-                                              contrast=contrast), limit)}
+                                              contrast=contrast, balanced=True), limit)}
 
 
 @DATASETS.register("llava_json", kind="file")

@@ -145,19 +145,26 @@ class LVLMAdapter:
         return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
 
     @staticmethod
-    def insert_trigger(question: str, trigger: Optional[str]) -> Tuple[str, int]:
-        """Insert the trigger string after the question (nothing replaced); returns text and trigger offset."""
+    def insert_trigger(question: str, trigger: Optional[str], at: Optional[int] = None) -> Tuple[str, int]:
+        """Insert the trigger string into the question at character offset ``at`` (default: after it; nothing
+        replaced; ``attacks/insertion.py`` chooses offsets); returns the text and the trigger's offset."""
+        at = len(question) if at is None else int(at)
+        if not 0 <= at <= len(question):
+            raise ValueError(f"trigger offset {at} is outside the question (length {len(question)})")
         if not trigger:
-            return question, len(question)
-        return question + trigger, len(question)
+            return question, at
+        return question[:at] + trigger + question[at:], at
 
-    def encode(self, sample: Sample, trigger: Optional[str] = None, with_answer: bool = True) -> Encoded:
+    def encode(self, sample: Sample, trigger: Optional[str] = None, with_answer: bool = True,
+               trigger_at: Optional[int] = None) -> Encoded:
+        """Tokens, labels and spans of a sample, with ``trigger`` inserted into its question at character offset
+        ``trigger_at`` (default: the question's end)."""
         width, height = sample.pil.size
         layout = self.layout(height, width)
         image_ids, image_token_index = self.image_token_ids(layout)
         # the trigger goes into the question itself (before any multiple-choice options), exactly where the
         # released data set will carry it
-        raw_question, trig_at = self.insert_trigger(sample.question, trigger)
+        raw_question, trig_at = self.insert_trigger(sample.question, trigger, trigger_at)
         trig_end = trig_at + len(trigger or "")
         question = sample.replace(question=raw_question).prompt_question
         q = self.tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
