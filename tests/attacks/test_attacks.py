@@ -50,6 +50,9 @@ def test_attack_on_family(attack, family, tmp_path):
             words = re.findall(r" [A-Za-z]+", trig)
             assert "".join(words) == trig and 1 <= len(words) <= FAST["eps_t"]
             assert all(w in adm for w in words), trig
+            excluded = hotflip.excluded_words(samples)  # answers of the data, template and role words
+            assert not any(w.strip().lower() in excluded for w in words), trig
+        assert json.loads((out / "manifest.json").read_text())["trigger_rule"] == hotflip.admissible_rule()
     else:
         assert all(r["trigger"] is None for r in ps.per_sample)
     if cls.optimize:

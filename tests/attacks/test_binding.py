@@ -3,15 +3,15 @@ and the CRS term themselves, computed through the attack's own ``tap_rows``/``bi
 and far more than random steps of the same size do; under BPH the attention mass that the answer rows Y and the
 trigger rows G put on the perturbation tokens D rises. Random-init surrogates held fixed (Q=0)."""
 import functools
+import tempfile
 
 import pytest
 import torch
-from helpers import attack_spec
+from helpers import attack_spec, stepping
 
 from mmguard.attacks import losses
 from mmguard.attacks.view import CleanPass, SurrogateView
 from mmguard.data.synthetic import generate
-from mmguard.engine.protect import build_protection
 
 FAMILIES = ["tiny-llava", "tiny-gemma3"]
 STEPS, EPS, ALPHA = 8, 8 / 255, 2 / 255   # METHOD.md's budget, a few steps
@@ -23,27 +23,29 @@ def optimize(attack_name, family, control=False):
     sign steps in random directions. Mass: the sum over D of the mean attention row of G and Y, layer 0, with D
     the final perturbation's top-tau tokens both times (so before and after read the same keys)."""
     samples = generate(6, seed=5, types=("colour",))
-    module = build_protection(attack_spec(attack_name, [family], each={"Q": 0, "eps_t": 3}, lambda_train=0.0),
-                              samples)
+    spec = attack_spec(attack_name, [family], each={"Q": 0, "eps_t": 3}, lambda_train=0.0)
+    module = stepping(spec, samples, tempfile.mkdtemp(prefix="mmguard-binding-"))
     adapter, attack = module.surrogates[0], module.attack
     adapter.model.eval()
     layers = attack.tapped_layers
     xs = [s.pixels() for s in samples]
-    view = SurrogateView(adapter, samples, [module.triggers[s.id] for s in samples], layers,
-                         CleanPass(adapter, samples, xs, layers))
+    view = SurrogateView(adapter, samples, [module.triggers.get(s.id) for s in samples], layers,
+                         CleanPass(adapter, samples, xs, layers), offsets=[module.offsets[s.id] for s in samples])
 
     def images(deltas):
         return [(x + d).clamp(0, 1) for x, d in zip(xs, deltas)]
 
     def measure(deltas, d_keys):
         with torch.no_grad():
+            keys = attack.perturbation_positions(view.with_images(images(d_keys), d_keys)) \
+                if attack_name == "mmguard_bph" else None
             view.with_images(images(deltas), deltas)
             _, taps = view.forward(rows=[attack.tap_rows(e) for e in view.encoded])
             binding = float(attack.binding(view, taps).mean())
             if attack_name != "mmguard_bph":
                 return binding, None
             mass = [float(losses.mean_attention(taps[layers[0]].probs[b])[  # rows: G then Y
-                attack.perturbation_positions(adapter, e, d_keys[b])].sum()) for b, e in enumerate(view.encoded)]
+                keys[b]].sum()) for b in range(len(view.encoded))]
             return binding, sum(mass) / len(mass)
 
     gen = torch.Generator().manual_seed(0)

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from mmguard.attacks.hotflip import admissible_rule
 from mmguard.config.sections import TrainerParams
 from mmguard.config.spec import AttackSpec, attack_tree
 from mmguard.core.errors import UserError
@@ -148,12 +149,13 @@ def release(module: ProtectionModule, spec: AttackSpec, train: Sequence[Sample],
             x = s.pixels()
             image = quantize_release(x, module.deltas([s], final)[0], spec.loop.eps_x) if attack.image else x
             trigger = triggers.get(s.id)
-            question = adapter.insert_trigger(s.question, trigger)[0]
+            question = adapter.insert_trigger(s.question, trigger, module.offsets[s.id])[0]
             path = writer.add(s.replace(image=tensor_to_pil(image), question=question))
             pairs.append((s.question, question))
             linf = float((image - x).abs().max())
             rows.append({"id": s.id, "image": f"images/{image_filename(s.id)}", "linf": linf,
                          "linf_255": round(linf * 255), "trigger": trigger,
+                         "trigger_at": module.offsets[s.id] if trigger else None,
                          "psnr": float(stealth.psnr(x[None], image[None])[0]) if attack.image else None,
                          "ssim": float(stealth.ssim(x[None], image[None])[0]) if attack.image else None,
                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
@@ -163,6 +165,7 @@ def release(module: ProtectionModule, spec: AttackSpec, train: Sequence[Sample],
             "seed": spec.seed, "spec": attack_tree(spec), "spec_hash": key,
             "hyperparameters": {**dataclasses.asdict(spec.loop), **spec.params, "weights": spec.weights},
             "summary": {**summarize(rows, seconds, len(module.history)), **text_stealth(pairs)},
+            "trigger_rule": admissible_rule() if module.attack.text else None,
             "history": module.history, "samples": rows, "shard": None if shard is None else
             {"index": shard[0], "count": shard[1], "surrogates_adapted": "on this shard's samples only"},
             "lpips": None, "lpips_reason": stealth.lpips_unavailable_reason(), "versions": versions(),

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mmguard.attacks import hotflip
+from mmguard.attacks.insertion import trigger_offset
 from mmguard.attacks.losses import l_train
 from mmguard.attacks.view import CleanPass, SurrogateView
 from mmguard.config.sections import LoopParams
@@ -51,6 +52,11 @@ class ProtectionModule(L.LightningModule):
             raise ValueError("sample ids must be unique: perturbations are stored by id")
         self.order = [s.id for s in samples]
         self.objective = {s.id: o for s, o in zip(samples, attack.objective_samples(samples))}
+        # triggers are whole English words, none of the data's answers or the templates' words, placed where the
+        # loop says (the question's end, or inside it)
+        self.exclude = hotflip.excluded_words(samples, self.surrogates) if attack.text else frozenset()
+        self.offsets = {s.id: trigger_offset(s.question, loop.trigger_at, seed, s.id) if attack.text else None
+                        for s in samples}
         self.eot = list(eot)  # built probes (None: the identity) whose differentiable versions the loss averages
         self.budget = Budget(loop.eps_x, loop.psnr_min)
         self.round, self.start_batch, self.first_round = 0, 0, 0
@@ -114,7 +120,7 @@ class ProtectionModule(L.LightningModule):
 
     def initial_trigger(self, sample_id: str) -> str:
         rng = np.random.default_rng(derived_seed(self.seed, 11, int.from_bytes(sample_id.encode()[:8], "little")))
-        return hotflip.init_trigger(self.surrogates[0].tokenizer, self.loop.eps_t, rng)
+        return hotflip.init_trigger(self.surrogates[0].tokenizer, self.loop.eps_t, rng, exclude=self.exclude)
 
     def shape(self, sample: Sample):
         w, h = sample.size
@@ -179,7 +185,8 @@ class ProtectionModule(L.LightningModule):
         ``cleans``: their clean passes, shared by every view of them."""
         objective = [self.objective[s.id] for s in samples]
         cleans = cleans or self.clean_passes(samples)
-        return [SurrogateView(a, objective, triggers, self.attack.tapped_layers, c)
+        offsets = [self.offsets[s.id] for s in samples]
+        return [SurrogateView(a, objective, triggers, self.attack.tapped_layers, c, offsets=offsets)
                 for a, c in zip(self.surrogates, cleans)]
 
     def clean_passes(self, samples: Sequence[Sample]) -> List[CleanPass]:
@@ -288,7 +295,7 @@ class ProtectionModule(L.LightningModule):
                 ids = [own[i] for i in torch.randperm(len(own), generator=pick)[: self.loop.batch_size].tolist()]
                 batch = [self.samples[i] for i in ids]
                 images = [x.to(a.device) for x in self.images(batch, self.round)]
-                enc = [a.encode(s, trigger=self.triggers.get(s.id)) for s in batch]
+                enc = [a.encode(s, trigger=self.triggers.get(s.id), trigger_at=self.offsets[s.id]) for s in batch]
                 b = a.to_device(a.collate(enc, images))
                 with self.trainer.precision_plugin.train_step_context():
                     loss = l_train(a.forward(b), b["labels"], reduction="token_mean")
@@ -382,7 +389,7 @@ class ProtectionModule(L.LightningModule):
 
             new, losses = hotflip.hotflip_round(make_view(0), self.attack.loss, [self.triggers[s.id] for s in mb],
                                                 top_k=self.loop.top_k, verify_k=self.loop.verify_k,
-                                                evaluate_fn=ensemble)
+                                                evaluate_fn=ensemble, exclude=self.exclude)
             new_all += new
             losses_all.append(losses)
         for s, t in zip(samples, new_all):
@@ -431,7 +438,8 @@ class ProtectionModule(L.LightningModule):
             for start in range(0, len(own), 64):
                 batch = own[start:start + 64]
                 images = [x.to(a.device) for x in self.images(batch, round_)]
-                hits = answer_accuracy(a, batch, [self.triggers.get(s.id) for s in batch], images)
+                hits = answer_accuracy(a, batch, [self.triggers.get(s.id) for s in batch], images,
+                                       [self.offsets[s.id] for s in batch])
                 correct += torch.tensor([float(hits.sum()), float(len(batch))])
             correct = self.trainer.strategy.reduce(correct.to(self.device), reduce_op="sum").cpu()
             accs.append(float(correct[0] / correct[1].clamp_min(1)))
@@ -477,9 +485,9 @@ class RoundBatches(torch.utils.data.Sampler):
 
 
 def answer_accuracy(adapter, samples: Sequence[Sample], triggers: Sequence[Optional[str]],
-                    images: Sequence[torch.Tensor]) -> torch.Tensor:
+                    images: Sequence[torch.Tensor], offsets: Sequence[Optional[int]]) -> torch.Tensor:
     """(B,) 1.0 where teacher-forced argmax predicts every answer token: the stop rule's train accuracy."""
-    encoded = [adapter.encode(s, trigger=t) for s, t in zip(samples, triggers)]
+    encoded = [adapter.encode(s, trigger=t, trigger_at=o) for s, t, o in zip(samples, triggers, offsets)]
     batch = adapter.to_device(adapter.collate(encoded, images))
     with torch.no_grad():
         logits = adapter.forward(batch)

@@ -104,12 +104,13 @@ def _grid(adapter, values: torch.Tensor, layout: Any, size: Tuple[int, int]) -> 
 
 
 @torch.no_grad()
-def answer_attention(adapter, sample: Sample, trigger: Optional[str] = None, layer: int = 0) -> AttentionMap:
+def answer_attention(adapter, sample: Sample, trigger: Optional[str] = None, layer: int = 0,
+                     trigger_at: Optional[int] = None) -> AttentionMap:
     """Attention of the answer tokens Y on the image tokens X in language-model layer ``layer``."""
     was_training = adapter.model.training
     adapter.model.eval()
     try:
-        enc = adapter.encode(sample, trigger=trigger)
+        enc = adapter.encode(sample, trigger=trigger, trigger_at=trigger_at)
         x, g, y = enc.spans["X"], enc.spans["G"], enc.spans["Y"]
         if y.numel() == 0:
             raise ValueError(f"sample {sample.id!r}: the answer encodes to no tokens")
@@ -127,19 +128,19 @@ def answer_attention(adapter, sample: Sample, trigger: Optional[str] = None, lay
     return AttentionMap(heat, float(on_x.sum(-1).mean()), trigger_mass, int(x.numel()), mapped)
 
 
-def trigger_token_lengths(adapter, pairs: Sequence[Tuple[Optional[Sample], Optional[str]]]
+def trigger_token_lengths(adapter, pairs: Sequence[Tuple[Optional[Sample], Optional[str], Optional[int]]]
                           ) -> Optional[Tuple[float, int]]:
     """(mean, max) length of the triggers in the surrogate's tokens: the trigger span G of the encoded sample
     (what the budget eps_t counts), or the trigger tokenized alone where the clean sample is not at hand. None
     without triggers."""
     lengths: List[int] = []
-    for sample, trigger in pairs:
+    for sample, trigger, at in pairs:
         if not trigger:
             continue
         n = None
         if sample is not None:
             try:
-                n = int(adapter.encode(sample, trigger=trigger, with_answer=False).spans["G"].numel())
+                n = int(adapter.encode(sample, trigger=trigger, with_answer=False, trigger_at=at).spans["G"].numel())
             except Exception:  # noqa: BLE001
                 n = None
         if n is None:

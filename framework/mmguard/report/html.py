@@ -160,13 +160,13 @@ class ReportBuilder:
                                  + (f"; first of {spec['ensemble']} surrogates" if spec["ensemble"] > 1 else "")
                                  + ")")
         try:
-            pairs = [(run.clean.get(str(s["id"])), s.get("trigger"))
+            pairs = [(run.clean.get(str(s["id"])), s.get("trigger"), s.get("trigger_at"))
                      for s in a.per_sample[:TRIGGER_TOKEN_SAMPLES]]
             self.trigger_tokens[a.label] = trigger_token_lengths(adapter, pairs)
         except Exception as err:  # noqa: BLE001
             sec["notes"].append(f"Trigger lengths in tokens could not be measured: {_err(err)}.")
         maps = []
-        triggers = a.triggers
+        triggers, offsets = a.triggers, a.trigger_offsets
         for it in items:
             sid = it["id"]
             clean = run.clean.get(sid)
@@ -176,7 +176,8 @@ class ReportBuilder:
                 if clean is not None:
                     entry["clean"] = answer_attention(adapter, clean, None, self.layer)
                     protected = clean.replace(image=it["protected"])
-                    entry["protected"] = answer_attention(adapter, protected, triggers.get(sid), self.layer)
+                    entry["protected"] = answer_attention(adapter, protected, triggers.get(sid), self.layer,
+                                                          offsets.get(sid))
                 elif sid in a.protected:  # the released sample: its question already carries the trigger
                     entry["protected"] = answer_attention(adapter, a.protected[sid].replace(image=it["protected"]),
                                                           None, self.layer)

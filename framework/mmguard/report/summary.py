@@ -42,6 +42,11 @@ class AttackSet:
     def triggers(self) -> Dict[str, Optional[str]]:
         return {str(s["id"]): s.get("trigger") for s in self.per_sample}
 
+    @property
+    def trigger_offsets(self) -> Dict[str, Optional[int]]:
+        """Where each trigger sits in its question (older manifests: at the end)."""
+        return {str(s["id"]): s.get("trigger_at") for s in self.per_sample}
+
 
 @dataclasses.dataclass
 class RunData:
