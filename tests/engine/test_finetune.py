@@ -84,7 +84,7 @@ def test_ueraser_loss_is_the_max_over_copies():
     module = VictimModule(adapter, VICTIMS.build("full"), step=step)
     batch = TrainCollator(adapter, keep_raw=True)(samples)
     with torch.no_grad():
-        per_copy = step.per_copy_losses(module, batch, torch.Generator().manual_seed(11))
+        per_copy = step.per_copy_losses(module, batch, step.copies(batch["raw_images"], torch.Generator().manual_seed(11)))
         copies = probe.augment_copies(torch.stack([s.pixels() for s in samples]), torch.Generator().manual_seed(11))
         hand = torch.zeros(3, 4)
         for k in range(3):
@@ -97,9 +97,29 @@ def test_ueraser_loss_is_the_max_over_copies():
     # training_step uses it, with the step's own seeded generator (seed, epoch, batch index)
     with torch.no_grad():
         step_loss = module.training_step(batch, 3)
-        again = step.per_copy_losses(module, batch, step.generator(0, 3)).max(0).values.mean()
-        other = step.per_copy_losses(module, batch, step.generator(0, 4)).max(0).values.mean()
+        again = step.per_copy_losses(module, batch, step.copies(batch["raw_images"], step.generator(0, 3))).max(0).values.mean()
+        other = step.per_copy_losses(module, batch, step.copies(batch["raw_images"], step.generator(0, 4))).max(0).values.mean()
     assert torch.allclose(step_loss, again) and not torch.allclose(again, other)
+
+
+def test_ueraser_step_trains_on_each_samples_worst_copy_with_the_max_gradient():
+    """The step scores the copies without a graph and back-propagates through each sample's worst copy only:
+    the same loss and the same parameter gradient as back-propagating through the max over every copy."""
+    samples = generate(4, seed=1, types=("colour", "count"), size=32)
+    adapter = build_model("tiny-llava", seed=0)
+    adapter.model.eval()
+    step = MaxOverCopies(PROBES.build("ueraser", copies=3), StandardStep(), seed=5)
+    module = VictimModule(adapter, VICTIMS.build("full"), step=step)
+    batch = TrainCollator(adapter, keep_raw=True)(samples)
+    params = [p for p in adapter.model.parameters() if p.requires_grad]
+
+    fast = step(module, batch, 3)
+    fast_grads = torch.autograd.grad(fast, params, allow_unused=True)
+    full = step.per_copy_losses(module, batch, step.copies(batch["raw_images"], step.generator(0, 3))).max(0).values.mean()
+    full_grads = torch.autograd.grad(full, params, allow_unused=True)
+    assert torch.allclose(fast, full, atol=1e-6)
+    pairs = [(a, b) for a, b in zip(fast_grads, full_grads) if a is not None or b is not None]
+    assert pairs and all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in pairs)
 
 
 def test_ueraser_max_loss_trains():
@@ -113,7 +133,7 @@ def test_ueraser_max_loss_trains():
         module = VictimModule(adapter, _Frozen(), step=step)
         adapter.model.eval()
         with torch.no_grad():
-            return float(step.per_copy_losses(module, batch, torch.Generator().manual_seed(0)).max(0).values.mean())
+            return float(step.per_copy_losses(module, batch, step.copies(batch["raw_images"], torch.Generator().manual_seed(0))).max(0).values.mean())
 
     before = max_loss()
     module = fit(adapter, train, epochs=4, batch_size=16, lr=3e-3, probe=PROBES.build("ueraser", copies=2))

@@ -48,6 +48,32 @@ def test_pixel_gradient_nonzero(name, samples):
 
 
 @pytest.mark.parametrize("name", BASE)
+def test_answer_logits_are_the_full_logits_at_the_answer(name, samples):
+    """The LM head applied to the answer positions alone gives the full forward's logits there, and the
+    training loss and its pixel gradients from them equal those of the full logits."""
+    from mmguard.attacks.losses import l_train
+    from mmguard.models.base import AnswerLogits
+
+    a = adapter_for(name)
+    a.model.eval()
+    imgs = [s.pixels().requires_grad_() for s in samples]
+    batch = a.collate([a.encode(s) for s in samples], imgs)
+    full = a.forward(batch)
+    answers = a.answer_logits(batch)
+    reference = AnswerLogits.select(full, batch["labels"])
+    assert answers.logits.shape == reference.logits.shape and answers.logits.shape[0] >= len(samples)
+    assert torch.allclose(answers.logits, reference.logits, atol=1e-5)
+    assert answers.targets.tolist() == reference.targets.tolist()
+    assert sorted(set(answers.sample.tolist())) == list(range(len(samples)))
+    for reduction in ("token_mean", "sample_sum", "none", "sample_mean"):
+        assert torch.allclose(l_train(answers, reduction=reduction), l_train(full, batch["labels"], reduction),
+                              atol=1e-5)
+    g_fast = torch.autograd.grad(l_train(answers, reduction="token_mean"), imgs, retain_graph=True)
+    g_full = torch.autograd.grad(l_train(full, batch["labels"], "token_mean"), imgs)
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(g_fast, g_full))
+
+
+@pytest.mark.parametrize("name", BASE)
 def test_spans_decode_to_their_text(name, samples):
     a = adapter_for(name)
     s = samples[0]

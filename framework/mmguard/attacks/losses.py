@@ -13,30 +13,33 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from mmguard.models.base import AnswerLogits
+
 EPS = 1e-12
 
 
 # ----------------------------------------------------------------------------- training loss
-def l_train(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "sample_sum") -> torch.Tensor:
-    """Autoregressive NLL of the labelled (answer) tokens; labels are -100 elsewhere and unshifted.
+def l_train(logits, labels: Optional[torch.Tensor] = None, reduction: str = "sample_sum") -> torch.Tensor:
+    """Autoregressive NLL of the labelled (answer) tokens: ``logits`` either full (B, L, V) with ``labels``
+    unshifted and -100 elsewhere, or an ``AnswerLogits`` (the answer's logits alone; ``labels`` unused).
 
     ``sample_sum`` (METHOD.md): mean over samples of the per-sample sum; ``token_mean``: mean over all labelled
     tokens of the batch (what a fine-tuner minimizes); ``sample_mean``: (B,) each sample's mean over its own
     answer tokens (UEraser's per-sample loss); ``none``: the per-sample sums, (B,) (what HotFlip ranks).
     """
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    if reduction not in ("sample_sum", "token_mean", "sample_mean", "none"):
+        raise ValueError(f"unknown reduction {reduction!r}; known: sample_sum, token_mean, sample_mean, none")
+    answers = logits if isinstance(logits, AnswerLogits) else AnswerLogits.select(logits, labels)
+    nll = F.cross_entropy(answers.logits.float(), answers.targets, reduction="none")  # (N,)
     if reduction == "token_mean":
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, L-1)
+        return nll.mean() if nll.numel() else nll.sum()
+    per_sample = nll.new_zeros(answers.batch_size).index_add(0, answers.sample, nll)
     if reduction == "sample_mean":
-        mask = (labels != -100).to(nll.dtype)
-        return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
-    per_sample = nll.sum(1)
+        counts = torch.bincount(answers.sample, minlength=answers.batch_size).to(nll.dtype)
+        return per_sample / counts.clamp(min=1)
     if reduction == "none":
         return per_sample
-    if reduction == "sample_sum":
-        return per_sample.mean()
-    raise ValueError(f"unknown reduction {reduction!r}; known: sample_sum, token_mean, sample_mean, none")
+    return per_sample.mean()
 
 
 # ----------------------------------------------------------------------------- attention mass

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from mmguard.data.sample import Sample
-from mmguard.models.base import Encoded
+from mmguard.models.base import AnswerLogits, Encoded
 
 Rows = Callable[[Encoded], torch.Tensor]
 
@@ -33,7 +33,7 @@ class CleanPass:
             batch = a.to_device(a.collate(self.encoded, [x.detach() for x in self.images]))
             self.lengths = batch["attention_mask"].sum(1).cpu()
             with torch.no_grad(), a.attention_rows(self.layers, [rows_of(e) for e in self.encoded]) as taps:
-                a.forward(batch)
+                a.answer_logits(batch)  # the taps are what is wanted: the LM head only on the answer
             self._taps = taps
         return self._taps
 
@@ -70,11 +70,12 @@ class SurrogateView:
     def lengths(self) -> torch.Tensor:
         return self.tokens["attention_mask"].sum(1).cpu()
 
-    def forward(self, rows: Optional[Sequence[torch.Tensor]] = None) -> Tuple[torch.Tensor, Optional[Dict]]:
-        """Logits, and the attention ``rows`` of each sample in the view's layers when asked for."""
+    def forward(self, rows: Optional[Sequence[torch.Tensor]] = None) -> Tuple[AnswerLogits, Optional[Dict]]:
+        """The answer tokens' logits, and the attention ``rows`` of each sample in the view's layers when asked
+        for."""
         batch = {**self.tokens, **self.pixels}
         if rows is None:
-            return self.adapter.forward(batch), None
+            return self.adapter.answer_logits(batch), None
         with self.adapter.attention_rows(self.layers, rows) as taps:
-            logits = self.adapter.forward(batch)
+            logits = self.adapter.answer_logits(batch)
         return logits, taps

@@ -7,6 +7,7 @@ crop + pad, ...) are drawn anew every epoch, from (seed, epoch, index, id), what
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -72,14 +73,30 @@ class EpochSampler(Sampler):
 
 
 class TrainCollator:
-    """Samples -> collated model batch (tokenized with spans, pixels processed by the adapter)."""
+    """Samples -> collated model batch (tokenized with spans, pixels processed by the adapter). Encodings are
+    kept for the texts seen last (a bounded cache: every epoch of a small set re-uses them, a large set only
+    costs the bound), since only probes that rewrite the text change them between epochs."""
+
+    CACHE = 8192
 
     def __init__(self, adapter, keep_raw: bool = False):
         self.adapter = adapter
         self.keep_raw = keep_raw
+        self._encoded: "OrderedDict[Tuple[str, str], object]" = OrderedDict()
+
+    def encode(self, sample: Sample):
+        key = (sample.question, sample.answer, tuple(sample.choices or ()), sample.size)
+        hit = self._encoded.get(key)
+        if hit is None:
+            hit = self._encoded[key] = self.adapter.encode(sample)
+            if len(self._encoded) > self.CACHE:
+                self._encoded.popitem(last=False)
+        else:
+            self._encoded.move_to_end(key)
+        return hit
 
     def __call__(self, samples: List[Sample]):
-        encoded = [self.adapter.encode(s) for s in samples]
+        encoded = [self.encode(s) for s in samples]
         images = [s.pixels() for s in samples]
         batch = self.adapter.collate(encoded, images)
         if self.keep_raw:  # adversarial training / batch augmentation re-process raw pixels every step

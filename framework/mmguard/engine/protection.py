@@ -298,7 +298,7 @@ class ProtectionModule(L.LightningModule):
                 enc = [a.encode(s, trigger=self.triggers.get(s.id), trigger_at=self.offsets[s.id]) for s in batch]
                 b = a.to_device(a.collate(enc, images))
                 with self.trainer.precision_plugin.train_step_context():
-                    loss = l_train(a.forward(b), b["labels"], reduction="token_mean")
+                    loss = l_train(a.answer_logits(b), reduction="token_mean")
                 opt.zero_grad()
                 self.manual_backward(loss)
                 if self.world > 1:
@@ -490,7 +490,6 @@ def answer_accuracy(adapter, samples: Sequence[Sample], triggers: Sequence[Optio
     encoded = [adapter.encode(s, trigger=t, trigger_at=o) for s, t, o in zip(samples, triggers, offsets)]
     batch = adapter.to_device(adapter.collate(encoded, images))
     with torch.no_grad():
-        logits = adapter.forward(batch)
-    pred, labels = logits[:, :-1].argmax(-1), batch["labels"][:, 1:]
-    mask = labels != -100
-    return ((pred == labels) | ~mask).all(1).float().cpu()
+        answers = adapter.answer_logits(batch)
+    wrong = (answers.logits.argmax(-1) != answers.targets).float()
+    return (wrong.new_zeros(answers.batch_size).index_add(0, answers.sample, wrong) == 0).float().cpu()

@@ -17,6 +17,7 @@ from mmguard.attacks.losses import l_train
 
 class StandardStep:
     needs_raw_images = False
+    random_pixels = False  # the same raw images always give the same pixel inputs
 
     def pixels(self, module, batch, raw: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """The pixel inputs of ``raw`` images (default: the batch's own, already collated)."""
@@ -25,8 +26,7 @@ class StandardStep:
         return module.adapter.to_device(module.adapter.process(raw))
 
     def __call__(self, module, batch, batch_idx: int) -> torch.Tensor:
-        return l_train(module.adapter.forward({**batch, **self.pixels(module, batch)}), batch["labels"],
-                       reduction="token_mean")
+        return l_train(module.adapter.answer_logits({**batch, **self.pixels(module, batch)}), reduction="token_mean")
 
 
 class AdversarialStep(StandardStep):
@@ -34,6 +34,7 @@ class AdversarialStep(StandardStep):
     (alpha 0: 2.5 eps / steps), from a uniform start."""
 
     needs_raw_images = True
+    random_pixels = True  # a uniform random start
 
     def __init__(self, eps: float, steps: int, alpha: float = 0.0):
         self.eps, self.steps = eps, steps
@@ -47,16 +48,14 @@ class AdversarialStep(StandardStep):
             deltas = [d.detach().requires_grad_(True) for d in deltas]
             with torch.enable_grad():
                 pixels = adapter.process([(x + d).clamp(0, 1) for x, d in zip(raw, deltas)])
-                loss = l_train(adapter.forward({**batch, **adapter.to_device(pixels)}), batch["labels"],
-                               reduction="token_mean")
+                loss = l_train(adapter.answer_logits({**batch, **adapter.to_device(pixels)}), reduction="token_mean")
                 grads = torch.autograd.grad(loss, deltas)
             deltas = [(d + self.alpha * g.sign()).clamp(-self.eps, self.eps) for d, g in zip(deltas, grads)]
         with torch.no_grad():
             return adapter.to_device(adapter.process([(x + d).clamp(0, 1) for x, d in zip(raw, deltas)]))
 
     def __call__(self, module, batch, batch_idx: int) -> torch.Tensor:
-        return l_train(module.adapter.forward({**batch, **self.pixels(module, batch)}), batch["labels"],
-                       reduction="token_mean")
+        return l_train(module.adapter.answer_logits({**batch, **self.pixels(module, batch)}), reduction="token_mean")
 
 
 class MaxOverCopies:
@@ -88,18 +87,22 @@ class MaxOverCopies:
                         out[k][i] = copies[k, j]
         return out  # type: ignore[return-value]
 
-    def per_copy_losses(self, module, batch, generator: torch.Generator) -> torch.Tensor:
+    def per_copy_losses(self, module, batch, copies: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
         """(copies, B) per-sample losses."""
-        raw = [x.to(module.device) for x in batch["raw_images"]]
-        losses = []
-        for images in self.copies(raw, generator):
-            pixels = self.inner.pixels(module, batch, images)
-            losses.append(l_train(module.adapter.forward({**batch, **pixels}), batch["labels"],
-                                  reduction="sample_mean"))
-        return torch.stack(losses)
+        return torch.stack([l_train(module.adapter.answer_logits({**batch, **self.inner.pixels(module, batch, images)}),
+                                    reduction="sample_mean") for images in copies])
 
     def __call__(self, module, batch, batch_idx: int) -> torch.Tensor:
-        return self.per_copy_losses(module, batch, self.generator(module.current_epoch, batch_idx)).max(0).values.mean()
+        raw = [x.to(module.device) for x in batch["raw_images"]]
+        copies = self.copies(raw, self.generator(module.current_epoch, batch_idx))
+        if self.inner.random_pixels:  # each copy's pixels are drawn once: the gradient flows through all of them
+            return self.per_copy_losses(module, batch, copies).max(0).values.mean()
+        # The gradient of a max is the gradient of its argmax: score the copies without a graph, then one
+        # forward and backward on each sample's worst copy (the same loss and gradient, a third of the work).
+        with torch.no_grad():
+            worst = self.per_copy_losses(module, batch, copies).argmax(0).tolist()
+        chosen = [copies[k][i] for i, k in enumerate(worst)]
+        return self.per_copy_losses(module, batch, [chosen])[0].mean()
 
 
 def training_step_for(adversarial: Optional[Tuple[float, int, float]], augment, seed: int):

@@ -44,7 +44,9 @@ class VictimModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.trainable, lr=self.lr, weight_decay=self.weight_decay)
+        # the fused kernel: one pass over all parameters instead of a dozen small ops per tensor (on CPU as on GPU)
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in self.trainable)
+        opt = torch.optim.AdamW(self.trainable, lr=self.lr, weight_decay=self.weight_decay, fused=fused or None)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = get_cosine_schedule_with_warmup(opt, int(self.warmup_ratio * total), total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -42,6 +42,38 @@ class Encoded:
 
 
 @dataclasses.dataclass
+class AnswerLogits:
+    """The logits that predict the answer tokens, and only those: ``logits`` (N, V) in row-major (sample,
+    position) order, ``targets`` (N,) the token each predicts, ``sample`` (N,) its batch index. The LM head runs
+    on these N positions alone (a few per sample), not on the whole sequence: a sequence of hundreds of tokens
+    against a vocabulary of 150k costs the head (and its log-softmax) far more than the answer's few."""
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    sample: torch.Tensor
+    batch_size: int
+
+    @staticmethod
+    def predicting(labels: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: position t predicts a labelled token at t + 1."""
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != -100
+        return keep
+
+    @classmethod
+    def select(cls, logits: torch.Tensor, labels: torch.Tensor) -> "AnswerLogits":
+        """From full (B, L, V) logits and unshifted labels (-100 off the answer)."""
+        keep = cls.predicting(labels)
+        return cls.of_kept(logits[keep], labels, keep)
+
+    @classmethod
+    def of_kept(cls, kept: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> "AnswerLogits":
+        targets = labels[:, 1:][keep[:, :-1]]
+        sample = keep.nonzero()[:, 0]
+        return cls(kept, targets.to(kept.device), sample.to(kept.device), int(labels.shape[0]))
+
+
+@dataclasses.dataclass
 class TemplatePieces:
     """The chat template cut at the places where the image, question and answer go.
 
@@ -236,6 +268,16 @@ class LVLMAdapter:
         """Model logits for a collated batch (labels are used by our own loss, not passed to the model)."""
         kwargs = {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
         return self.model(**kwargs, use_cache=False).logits
+
+    def answer_logits(self, batch: Dict[str, torch.Tensor]) -> AnswerLogits:
+        """The logits of the answer tokens only (``AnswerLogits``): what every loss on the answer needs, with
+        the LM head applied to those positions alone (transformers' ``logits_to_keep`` as a per-sample mask)."""
+        kwargs = {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
+        keep = AnswerLogits.predicting(batch["labels"]).to(self.device)
+        logits = self.model(**kwargs, use_cache=False, logits_to_keep=keep).logits
+        if logits.dim() == 3:  # a family that ignores the mask returns every position
+            logits = logits[keep]
+        return AnswerLogits.of_kept(logits, batch["labels"].to(self.device), keep)
 
     @property
     def device(self) -> torch.device:
