@@ -266,15 +266,17 @@ class LVLMAdapter:
 
     def forward(self, batch: Dict[str, torch.Tensor]):
         """Model logits for a collated batch (labels are used by our own loss, not passed to the model)."""
-        kwargs = {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
-        return self.model(**kwargs, use_cache=False).logits
+        return self.model(**self.model_inputs(batch), use_cache=False).logits
+
+    def model_inputs(self, batch: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+        """The keyword arguments of a full-sequence forward pass (no cache) for a collated batch."""
+        return {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
 
     def answer_logits(self, batch: Dict[str, torch.Tensor]) -> AnswerLogits:
         """The logits of the answer tokens only (``AnswerLogits``): what every loss on the answer needs, with
         the LM head applied to those positions alone (transformers' ``logits_to_keep`` as a per-sample mask)."""
-        kwargs = {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
         keep = AnswerLogits.predicting(batch["labels"]).to(self.device)
-        logits = self.model(**kwargs, use_cache=False, logits_to_keep=keep).logits
+        logits = self.model(**self.model_inputs(batch), use_cache=False, logits_to_keep=keep).logits
         if logits.dim() == 3:  # a family that ignores the mask returns every position
             logits = logits[keep]
         return AnswerLogits.of_kept(logits, batch["labels"].to(self.device), keep)

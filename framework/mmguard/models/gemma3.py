@@ -13,6 +13,7 @@ import re
 from typing import Any, Dict, List, Tuple
 
 import torch
+from transformers import masking_utils
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 from transformers.models.gemma3.processing_gemma3 import Gemma3Processor
@@ -132,7 +133,36 @@ class Gemma3Adapter(LVLMAdapter):
         y1, x1 = ((ys + 1) / gh)[:, None].expand(gh, gw), ((xs + 1) / gw)[None].expand(gh, gw)
         return torch.stack([y0, x0, y1, x1], -1).reshape(-1, 4)
 
+    def model_inputs(self, batch: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+        """Full-sequence passes get their attention masks here, built as transformers builds them (causal, OR
+        bidirectional within an image's soft tokens, AND the sliding window on sliding layers, AND padding) but
+        by broadcasting: transformers vmaps any mask with such overlays, which costs a quarter of a small model's
+        training step on CPU. tests/models/test_gemma3.py checks them against transformers' own."""
+        kwargs = super().model_inputs(batch)
+        text = self.model.config.get_text_config()
+        if (masking_utils.ALL_MASK_ATTENTION_FUNCTIONS.get(text._attn_implementation) is not masking_utils.sdpa_mask
+                or kwargs.get("token_type_ids") is None or kwargs.get("attention_mask") is None):
+            return kwargs
+        kwargs["attention_mask"] = attention_masks(kwargs["attention_mask"], kwargs["token_type_ids"],
+                                                   text.sliding_window)
+        return kwargs
+
     def extra_token_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                            answer_start: torch.Tensor) -> Dict[str, torch.Tensor]:
         # 1 on soft tokens only (the processor's mm_token_type_ids): they see each other, the rest is causal
         return {"token_type_ids": (input_ids == self.model.config.image_token_index).long()}
+
+
+def attention_masks(attention_mask: torch.Tensor, token_type_ids: torch.Tensor, sliding_window: int
+                    ) -> Dict[str, torch.Tensor]:
+    """Gemma 3's two (B, 1, L, L) boolean masks of a full sequence, from transformers' own mask functions."""
+    from transformers.models.gemma3.modeling_gemma3 import get_block_sequence_ids_for_mask
+
+    batch, length = attention_mask.shape
+    blocks = get_block_sequence_ids_for_mask(token_type_ids, device=attention_mask.device)
+    full = masking_utils.or_masks(masking_utils.causal_mask_function, masking_utils.blockwise_overlay(blocks))
+    sliding = masking_utils.and_masks(full, masking_utils.sliding_window_overlay(sliding_window))
+    build = dict(batch_size=batch, q_length=length, kv_length=length, attention_mask=attention_mask.bool(),
+                 allow_is_causal_skip=False, use_vmap=False, device=attention_mask.device)
+    return {"full_attention": masking_utils.sdpa_mask(mask_function=full, **build),
+            "sliding_attention": masking_utils.sdpa_mask(mask_function=sliding, **build)}
