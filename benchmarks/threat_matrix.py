@@ -1,23 +1,27 @@
 """The threat matrix: accuracy and delta_acc per (attack, threat model, victim, probe), PSNR/SSIM per attack.
 
 Each threat recipe (default: recipes/threat/{whitebox,graybox,blackbox}.yaml) is merged with the matrix
-overlay (recipes/threat/matrix.yaml: data size, the probe axis, the fine-tuning-recipe axis with adversarial
-training and qlora) and run by the Runner, which protects the train set once per attack and reuses it for
-every victim and probe. Writes JSON and a markdown table beside this script (or where --json says).
+overlay (recipes/threat/matrix.yaml) and cut into tasks for a pool of worker processes: one protection per
+distinct attack spec and train set (shared between threats that protect alike), and per (threat, victim, probe)
+cell a clean fit and then, once the protected sets exist, the attacks' fits. Each cell is its own run folder,
+run by the Runner with the protected sets passed in (``reuse``), so a probe axis spreads over every worker and
+a killed matrix resumes where it stopped. Writes JSON and a markdown table beside this script (or where --json
+says).
 
-    python benchmarks/threat_matrix.py                  # the full matrix (2 processes; about 30 min on 2 cores)
+    python benchmarks/threat_matrix.py                  # the full matrix (2 processes; about 15 min on 2 cores)
     python benchmarks/threat_matrix.py --quick          # a few-minute smoke run (recipes/debug.yaml overlay)
     python benchmarks/threat_matrix.py recipes/threat/whitebox.yaml --set data.n_train=128
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Callable, Dict, List, Sequence, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 THREATS = [ROOT / "recipes" / "threat" / f"{t}.yaml" for t in ("whitebox", "graybox", "blackbox")]
@@ -27,7 +31,8 @@ HERE = Path(__file__).resolve().parent
 
 # What the issue asks the matrix to cover: probe names (a probe's label may differ) and victim recipes.
 REQUIRED_PROBES = ("jpeg", "blur", "rcp", "resize", "grayscale", "bitdepth", "median", "iss", "ueraser",
-                   "punctuation", "case", "whitespace", "rcp_punctuation", "jpeg_case", "blur_whitespace", "mix")
+                   "punctuation", "case", "whitespace", "rcp_punctuation", "jpeg_case", "blur_whitespace", "mix",
+                   "question_strip", "onion")
 ROW_KEYS = ("threat", "attack", "surrogates", "victim", "probe", "accuracy", "delta_acc", "clean_accuracy",
             "psnr", "ssim", "seconds", "note")
 
@@ -49,29 +54,146 @@ def check_coverage(cfgs: Sequence) -> None:
         print(f"[threat_matrix] note: the matrix has no {', '.join(missing)} probe", file=sys.stderr)
 
 
-def run_threat(cfg, runs: Path) -> Dict:
+# -- the work: protections, then fits, on a pool of workers ---------------------------------------------------
+@dataclasses.dataclass
+class Task:
+    """One piece of the matrix for a worker: a protection, or the rows of one (threat, victim, probe) cell --
+    its clean fit first (``clean``), then its attacks' fits once their protected sets exist."""
+
+    id: str
+    fn: Callable
+    args: tuple
+    deps: Set[str]
+    cost: float
+    first: bool = False  # protections go first: every attack fit waits for one
+
+
+def protect_task(cfg, label: str, folder: Path) -> Dict:
+    """Protect the threat's train set with attack ``label`` into ``folder`` (resumable; read back if done)."""
+    from mmguard.engine.preflight import load_data
+    from mmguard.engine.protect import protect
+
+    a = cfg.attack(label)
+    train = load_data(cfg.data)["train"]
+    ps = protect(a, train, folder, state_dir=folder.parent / ".state" / folder.name, trainer=cfg.trainer)
+    return {"surrogates": ps.surrogates, "psnr": ps.summary["psnr"], "ssim": ps.summary["ssim"],
+            "linf_max_255": ps.summary.get("linf_max_255"), "protect_seconds": ps.summary["seconds"],
+            "rounds": ps.summary["rounds"]}
+
+
+def cell_task(cfg, out: Path, reuse: Path) -> Dict:
+    """The rows of one cell recipe (one victim, one probe), in its own run folder; protected sets from
+    ``reuse``. Run again on the same folder, finished rows are kept (the clean fit of the first pass)."""
     from mmguard.engine.runner import Runner
 
     t0 = time.time()
-    runner = Runner(cfg, str(runs / cfg.name))
+    runner = Runner(cfg, str(out), reuse=[reuse])
     res = runner.run()
-    runner.write()
-    wall = round(time.time() - t0, 1)
-    clean = {(r["victim"], r["probe"]): r["accuracy"] for r in res["rows"] if r["attack"] == "clean"}
-    rows = []
-    for r in res["rows"]:
-        row = {k: r.get(k) for k in ROW_KEYS}
-        row["threat"] = cfg.name
-        row["clean_accuracy"] = clean.get((r["victim"], r["probe"]))
-        rows.append(row)
-    attacks = {}
-    for label, ps in runner.protected.items():
-        attacks[label] = {"surrogates": ps.surrogates, "psnr": ps.summary["psnr"], "ssim": ps.summary["ssim"],
-                          "linf_max_255": ps.summary.get("linf_max_255"), "protect_seconds": ps.summary["seconds"],
-                          "rounds": ps.summary["rounds"]}
-    return {"threat": cfg.name, "wall_s": wall, "victims": [_victim(v) for v in cfg.victims],
-            "probes": [probe_tree(p) for p in cfg.probes], "attacks": attacks, "rows": rows,
-            "out": _rel(runs / cfg.name)}
+    return {"rows": res["rows"], "seconds": round(time.time() - t0, 1)}
+
+
+def cell_spec(cfg, victim, probe, attacks):
+    return dataclasses.replace(cfg, victims=[victim], probes=[probe], attacks=list(attacks))
+
+
+def fit_cost(cfg, victim, probe) -> float:
+    """A fit's relative cost, for ordering the queue (longest first keeps the pool's tail short)."""
+    f = victim.finetune
+    cost = f.epochs * max(1, cfg.data.params.get("n_train", 400) // max(1, f.batch_size))
+    cost *= 1 + (f.adv_steps or 0) if f.adv_eps else 1
+    if probe.name == "ueraser":
+        cost *= 1 + probe.params.get("copies", 3) / 2
+    return float(cost)
+
+
+def plan(cfgs, runs: Path) -> Tuple[List[Task], Dict]:
+    """The tasks of the whole matrix. An attack whose spec and train set two threats share is protected once
+    (white- and gray-box protect with the same surrogate); every cell is its own run folder, so the cells of
+    one threat spread over the workers."""
+    from mmguard.engine.preflight import load_data
+    from mmguard.engine.protect import protection_hash
+
+    protected = runs / "protected"
+    tasks: List[Task] = []
+    keys: Dict = {}  # (threat, attack label) -> protection task id
+    for cfg in cfgs:
+        train = load_data(cfg.data)["train"]
+        for a in cfg.attacks:
+            key = protection_hash(a, train)
+            task_id = f"protect:{key}"
+            keys[(cfg.name, a.label)] = task_id
+            if all(t.id != task_id for t in tasks):
+                folder = protected / f"{a.label}-{key[:8]}"
+                tasks.append(Task(task_id, protect_task, (cfg, a.label, folder), set(),
+                                  cost=1e9, first=True))
+    for cfg in cfgs:
+        for v in cfg.victims:
+            for p in cfg.probes_of(v):
+                out = runs / cfg.name / f"{v.label}__{p.label}".replace("/", "_")
+                clean_id = f"clean:{cfg.name}:{v.label}:{p.label}"
+                cost = fit_cost(cfg, v, p)
+                tasks.append(Task(clean_id, cell_task, (cell_spec(cfg, v, p, []), out, protected), set(), cost))
+                if cfg.attacks:
+                    deps = {clean_id} | {keys[(cfg.name, a.label)] for a in cfg.attacks}
+                    tasks.append(Task(f"attacks:{cfg.name}:{v.label}:{p.label}", cell_task,
+                                      (cell_spec(cfg, v, p, cfg.attacks), out, protected), deps,
+                                      cost * len(cfg.attacks)))
+    return tasks, keys
+
+
+def schedule(tasks: Sequence[Task], jobs: int, threads: int, on_done: Callable[[Task, Dict], None]) -> None:
+    """Run ``tasks`` on ``jobs`` processes, each task once its dependencies are done: protections first, then
+    the longest ready task."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pending = {t.id: t for t in tasks}
+    done: Set[str] = set()
+    running: Dict = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        while pending or running:
+            ready = sorted((t for t in pending.values() if t.deps <= done), key=lambda t: (not t.first, -t.cost))
+            for t in ready[: jobs - len(running)]:
+                del pending[t.id]
+                running[pool.submit(t.fn, *t.args)] = t
+            if not running:
+                raise RuntimeError(f"tasks wait on what never runs: {sorted(pending)}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                t = running.pop(fut)
+                on_done(t, fut.result())  # a failed task raises here, and the matrix stops
+                done.add(t.id)
+
+
+def assemble(cfgs, tasks: Sequence[Task], keys: Dict, results: Dict[str, Dict], runs: Path) -> List[Dict]:
+    """Per threat, in recipe order: its rows (each with its clean accuracy), its protections, its work time."""
+    threats = []
+    for cfg in cfgs:
+        rows, seconds = {}, 0.0
+        for t in tasks:
+            if t.id.split(":")[0] in ("clean", "attacks") and t.id.split(":")[1] == cfg.name and t.id in results:
+                seconds += results[t.id]["seconds"]
+                for r in results[t.id]["rows"]:
+                    rows[(r["attack"], r["victim"], r["probe"])] = r
+        clean = {(v, p): r["accuracy"] for (a, v, p), r in rows.items() if a == "clean"}
+        ordered = []
+        for v in cfg.victims:
+            for p in cfg.probes_of(v):
+                for a in ["clean", *(x.label for x in cfg.attacks)]:
+                    r = rows.get((a, v.label, p.label))
+                    if r is None:
+                        continue
+                    row = {k: r.get(k) for k in ROW_KEYS}
+                    row["threat"] = cfg.name
+                    row["clean_accuracy"] = clean.get((v.label, p.label))
+                    ordered.append(row)
+        attacks = {a.label: results[keys[(cfg.name, a.label)]] for a in cfg.attacks
+                   if keys[(cfg.name, a.label)] in results}
+        threats.append({"threat": cfg.name, "work_s": round(seconds, 1), "victims": [_victim(v) for v in cfg.victims],
+                        "probes": [probe_tree(p) for p in cfg.probes], "attacks": attacks, "rows": ordered,
+                        "out": _rel(runs / cfg.name)})
+    return threats
 
 
 def _worker_init(threads: int) -> None:
@@ -122,11 +244,13 @@ def _f(x, digits: int = 3) -> str:
 def markdown(result: Dict) -> str:
     kind = "Quick smoke run" if result["quick"] else "Full run"
     machine = result["machine"]
-    per_threat = ", ".join("%s %.0f s" % (t["threat"], t["wall_s"]) for t in result["threats"])
+    per_threat = ", ".join("%s %.0f s" % (t["threat"], t["work_s"]) for t in result["threats"])
     recipes = ", ".join("`%s`" % r for r in result["recipes"])
     lines = ["# Threat matrix", "",
              f"{kind} of `benchmarks/threat_matrix.py` on {machine['device']} ({machine['threads']} intra-op "
-             f"thread(s)), torch {machine['torch']}; wall time {result['wall_s']:.0f} s in all ({per_threat}).",
+             f"thread(s)), torch {machine['torch']}, {result['jobs']} worker process(es); wall time "
+             f"{result['wall_s']:.0f} s in all (fine-tuning and evaluation work per threat: {per_threat}; "
+             "protections shared between threats are done once).",
              f"Recipes: {recipes}, overlay `{result['matrix']}`"
              + (f", overrides `{' '.join(result['overrides'])}`." if result["overrides"] else "."),
              "Accuracy is on the clean test set; delta_acc = clean fine-tuning accuracy (same victim, same probe) "
@@ -172,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
                     "benchmarks/threat_matrix.json, or runs/threat_matrix_quick/threat_matrix.json with --quick")
     ap.add_argument("--runs", default=None, help="folder for the runs (protected sets, predictions, logs)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="threat models run side by side in this many processes (one thread each by default)")
+                    help="worker processes (one thread each by default)")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -195,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
 
     t0 = time.time()
     result = {"benchmark": "threat_matrix", "quick": args.quick, "recipes": [_rel(p) for p in recipes],
-              "matrix": _rel(Path(args.matrix)), "overrides": list(args.overrides),
+              "matrix": _rel(Path(args.matrix)), "overrides": list(args.overrides), "jobs": max(1, args.jobs),
               "machine": {"device": "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available()
                           else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
                           "threads": threads, "python": platform.python_version(), "torch": torch.__version__},
@@ -204,32 +328,21 @@ def main(argv: Sequence[str] | None = None) -> Dict:
         print(f"[threat_matrix] {cfg.name}: {len(cfg.victims)} victims x {len(cfg.probes)} probes x "
               f"(clean + {len(cfg.attacks)} attacks)", flush=True)
 
-    def record(threats: Sequence[Dict]) -> None:
+    tasks, keys = plan(cfgs, runs)
+    results: Dict[str, Dict] = {}
+    print(f"[threat_matrix] {len(tasks)} tasks on {args.jobs} worker(s)", flush=True)
+
+    def on_done(task: Task, out: Dict) -> None:
+        results[task.id] = out
         result["threats"], result["rows"] = [], []
-        for threat in threats:  # in recipe order, whatever order they finished in
+        for threat in assemble(cfgs, tasks, keys, results, runs):
             add_threat(result, threat)
         result["wall_s"] = round(time.time() - t0, 1)
         atomic_write_json(out_json, result)  # what is done so far survives a crash later
         atomic_write_text(out_json.with_suffix(".md"), markdown(result))
+        print(f"[threat_matrix] {len(results)}/{len(tasks)} {task.id} ({time.time() - t0:.0f} s)", flush=True)
 
-    done: Dict[int, Dict] = {}
-    if args.jobs <= 1 or len(cfgs) == 1:
-        for i, cfg in enumerate(cfgs):
-            done[i] = run_threat(cfg, runs)
-            record([done[k] for k in sorted(done)])
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # Longest first (most probes x victims), so the pool's tail is short.
-        order = sorted(range(len(cfgs)), key=lambda i: -len(cfgs[i].probes) * len(cfgs[i].victims))
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(threads,)) as pool:
-            futures = {pool.submit(run_threat, cfgs[i], runs): i for i in order}
-            for fut in as_completed(futures):
-                done[futures[fut]] = fut.result()
-                print(f"[threat_matrix] {cfgs[futures[fut]].name} done", flush=True)
-                record([done[k] for k in sorted(done)])
+    schedule(tasks, max(1, args.jobs), threads, on_done)
     print(f"[threat_matrix] {result['wall_s']:.0f} s; wrote {out_json} and {out_json.with_suffix('.md')}")
     return result
 

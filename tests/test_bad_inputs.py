@@ -118,6 +118,8 @@ CASES = [
      ["--out", "{tmp}/mine"], "holds files that mmguard did not write"),
     ("output is the data folder", lambda t, r: None, ["--out", "{tmp}/data"], "this is the data folder"),
     ("output inside the data folder", lambda t, r: None, ["--out", "{tmp}/data/run"], "this is the data folder"),
+    ("reuse folder missing", lambda t, r: None, ["--reuse", "{tmp}/no-such-run/protected"],
+     "--reuse {tmp}/no-such-run/protected: no such folder"),
 ]
 
 
@@ -134,7 +136,7 @@ def test_refused_in_one_line_with_nothing_changed(world, capsys, case, breaks, e
     assert code == 2, err
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("mmguard: error: "), err
-    assert needle in lines[0], lines[0]
+    assert needle.replace("{tmp}", str(tmp)) in lines[0], lines[0]
     assert "Traceback" not in err
     assert snapshot(tmp) == before  # nothing written, nothing deleted
 

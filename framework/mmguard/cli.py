@@ -42,10 +42,16 @@ def cmd_run(args) -> int:
 
         print(dump(spec), end="")
         return 0
+    from pathlib import Path
+
+    from mmguard.core.errors import UserError
     from mmguard.engine import distributed
     from mmguard.engine.runner import run_recipe
 
-    runner = run_recipe(spec, args.out, overwrite=args.overwrite)
+    missing = [d for d in args.reuse if not Path(d).is_dir()]
+    if missing:
+        raise UserError(f"--reuse {missing[0]}: no such folder")
+    runner = run_recipe(spec, args.out, overwrite=args.overwrite, reuse=[Path(d) for d in args.reuse])
     report = None
     if not args.no_report and distributed.rank() == 0:
         out = args.out or spec.out
@@ -183,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--out may hold something else: it is moved aside (DIR.replaced-<time>), never deleted")
     s.add_argument("--print-config", action="store_true", help="print the resolved recipe (every default) and exit")
     s.add_argument("--no-report", action="store_true", help="skip report.html (make it later: mmguard report DIR)")
+    s.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="a release, or a folder of releases (another run's protected/), to take protected sets "
+                        "from instead of protecting again when made for the same attack spec and samples "
+                        "(repeatable)")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("report", help="write DIR/report.html and DIR/figures/ for a run directory")

@@ -18,7 +18,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmguard.config.flatten import row_config
 from mmguard.config.recipe import dump
@@ -32,7 +32,7 @@ from mmguard.engine import distributed
 from mmguard.engine.finetune import evaluate, finetune
 from mmguard.engine.models import build_adapter
 from mmguard.engine.preflight import check_surrogates, check_writable, load_data
-from mmguard.engine.protect import ProtectedSet, merge, protect, spec_hash
+from mmguard.engine.protect import ProtectedSet, merge, protect, protection_hash, read_protected, spec_hash
 from mmguard.engine.runfolder import RunFolder, data_folders
 from mmguard.engine.tracking import Tracking
 from mmguard.metrics.table import markdown_table, results_markdown, seed_table
@@ -48,8 +48,9 @@ def build_probe(spec: ProbeSpec):
 
 class Runner:
     def __init__(self, spec: RunSpec, out: Optional[str] = None, overwrite: bool = False, kind: str = "run",
-                 group: Optional[str] = None):
+                 group: Optional[str] = None, reuse: Sequence[Path] = ()):
         self.spec = spec
+        self.reuse = [Path(p) for p in reuse]  # folders of releases that stand in for protecting again
         self.out = Path(out or spec.out)
         self.folder = RunFolder(self.out, spec.name, kind, data_folders(spec.data.params), overwrite)
         self.rows: List[Dict] = []
@@ -162,6 +163,11 @@ class Runner:
         """An attack's protected train set, computed once (resumed from its state, or read back when a release
         for the same spec is on disk) into ``out/protected/<label>/``."""
         if a.label not in self.protected:
+            found = find_release(self.reuse, protection_hash(a, train))
+            if found is not None:
+                print(f"[mmguard] {a.label}: the protected set in {found.path} (same attack and samples)")
+                self.protected[a.label] = found
+                return found
             print(f"[mmguard] protecting the train set with {a.label} ...")
             with self.tracking.row(f"protect__{a.label}", "protect", row_config(self.spec, attack=a.label)) as run:
                 ps = protect(a, train, self.out / "protected" / a.label, state_dir=self.out / "state" / a.label,
@@ -213,7 +219,8 @@ class Runner:
             atomic_write_text(self.out / "recipe.yaml", dump(self.spec))
         self.write()
         for seed in self.spec.seeds:
-            sub = Runner(self.spec.at_seed(seed), str(self.out / f"seed-{seed}"), group=self.out.resolve().name)
+            sub = Runner(self.spec.at_seed(seed), str(self.out / f"seed-{seed}"), group=self.out.resolve().name,
+                         reuse=self.reuse)
             rows = [{**r, "seed": seed} for r in sub.run()["rows"]]
             self.rows = [r for r in self.rows if r.get("seed") != seed] + rows
             self.train = self.train or sub.train
@@ -221,6 +228,13 @@ class Runner:
         self.status = "complete"
         self.write()
         return self.results()
+
+    def skip_attacks(self, v: VictimSpec, probe: ProbeSpec, note: str) -> None:
+        """Rows without numbers, with the reason, for every attack on a victim that cannot run here."""
+        for a in self.spec.attacks:
+            digest = self.row_hash(v, probe, a)
+            if not self.finished((a.label, v.label, probe.label), digest):
+                self.add_row(self.row(a.label, v.label, probe.label, None, None, note=note, spec_hash=digest))
 
     def run_probe(self, v: VictimSpec, probe: ProbeSpec, train: List[Sample], test: List[Sample]) -> None:
         tag = f"{v.label}__{probe.label}"
@@ -235,15 +249,17 @@ class Runner:
                 except QLoRAUnavailable as err:
                     note = f"skipped: {err}"
                     print(f"[mmguard] {v.label}: {note}")
-                    for attack in ["clean", *(a.label for a in self.spec.attacks)]:
-                        self.add_row(self.row(attack, v.label, probe.label, None, None, note=note,
-                                              spec_hash=digest))
+                    self.add_row(self.row("clean", v.label, probe.label, None, None, note=note, spec_hash=digest))
+                    self.skip_attacks(v, probe, note)
                     return
                 clean = self.row("clean", v.label, probe.label, res["accuracy"], res["accuracy"],
                                  seconds=res["seconds"], spec_hash=digest)
                 self.add_row(clean)
                 run.log_summary(clean)
             self.done_with(res)
+        elif clean["accuracy"] is None:  # the victim cannot run here (an earlier pass noted why)
+            self.skip_attacks(v, probe, clean.get("note") or "skipped")
+            return
         for a in self.spec.attacks:
             digest = self.row_hash(v, probe, a)
             if self.finished((a.label, v.label, probe.label), digest):
@@ -262,15 +278,28 @@ class Runner:
             self.done_with(res)
 
 
+def find_release(folders: Sequence[Path], key: str) -> Optional[ProtectedSet]:
+    """A complete release made for protection hash ``key`` in one of ``folders`` (each a release, or a folder
+    of releases such as a run folder's ``protected/``), or None."""
+    for folder in folders:
+        for candidate in [folder, *(sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else [])]:
+            ps = read_protected(candidate)
+            if ps is not None and ps.spec_hash == key:
+                return ps
+    return None
+
+
 def remove_empty(folder: Path) -> None:
     """Remove ``folder`` and its sub-folders if they hold no file (the state of a finished run)."""
     if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
         shutil.rmtree(folder)
 
 
-def run_recipe(spec: RunSpec, out: Optional[str] = None, overwrite: bool = False) -> "Runner":
-    """The whole benchmark; the Runner (its results, train samples and tracking) is returned for the report."""
-    runner = Runner(spec, out, overwrite)
+def run_recipe(spec: RunSpec, out: Optional[str] = None, overwrite: bool = False,
+               reuse: Sequence[Path] = ()) -> "Runner":
+    """The whole benchmark; the Runner (its results, train samples and tracking) is returned for the report.
+    ``reuse``: folders of earlier releases; one made for the same attack spec and samples is used as it is."""
+    runner = Runner(spec, out, overwrite, reuse=reuse)
     results = runner.run()
     if distributed.rank() == 0:
         print()
