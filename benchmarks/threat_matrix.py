@@ -15,15 +15,16 @@ says).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from taskpool import Task, cell_tasks, protection_tasks, schedule  # noqa: E402
 THREATS = [ROOT / "recipes" / "threat" / f"{t}.yaml" for t in ("whitebox", "graybox", "blackbox")]
 MATRIX = ROOT / "recipes" / "threat" / "matrix.yaml"
 DEBUG = ROOT / "recipes" / "debug.yaml"  # --quick: the smoke-run overlay
@@ -54,116 +55,18 @@ def check_coverage(cfgs: Sequence) -> None:
         print(f"[threat_matrix] note: the matrix has no {', '.join(missing)} probe", file=sys.stderr)
 
 
-# -- the work: protections, then fits, on a pool of workers ---------------------------------------------------
-@dataclasses.dataclass
-class Task:
-    """One piece of the matrix for a worker: a protection, or the rows of one (threat, victim, probe) cell --
-    its clean fit first (``clean``), then its attacks' fits once their protected sets exist."""
-
-    id: str
-    fn: Callable
-    args: tuple
-    deps: Set[str]
-    cost: float
-    first: bool = False  # protections go first: every attack fit waits for one
-
-
-def protect_task(cfg, label: str, folder: Path) -> Dict:
-    """Protect the threat's train set with attack ``label`` into ``folder`` (resumable; read back if done)."""
-    from mmguard.engine.preflight import load_data
-    from mmguard.engine.protect import protect
-
-    a = cfg.attack(label)
-    train = load_data(cfg.data)["train"]
-    ps = protect(a, train, folder, state_dir=folder.parent / ".state" / folder.name, trainer=cfg.trainer)
-    return {"surrogates": ps.surrogates, "psnr": ps.summary["psnr"], "ssim": ps.summary["ssim"],
-            "linf_max_255": ps.summary.get("linf_max_255"), "protect_seconds": ps.summary["seconds"],
-            "rounds": ps.summary["rounds"]}
-
-
-def cell_task(cfg, out: Path, reuse: Path) -> Dict:
-    """The rows of one cell recipe (one victim, one probe), in its own run folder; protected sets from
-    ``reuse``. Run again on the same folder, finished rows are kept (the clean fit of the first pass)."""
-    from mmguard.engine.runner import Runner
-
-    t0 = time.time()
-    runner = Runner(cfg, str(out), reuse=[reuse])
-    res = runner.run()
-    return {"rows": res["rows"], "seconds": round(time.time() - t0, 1)}
-
-
-def cell_spec(cfg, victim, probe, attacks):
-    return dataclasses.replace(cfg, victims=[victim], probes=[probe], attacks=list(attacks))
-
-
-def fit_cost(cfg, victim, probe) -> float:
-    """A fit's relative cost, for ordering the queue (longest first keeps the pool's tail short)."""
-    f = victim.finetune
-    cost = f.epochs * max(1, cfg.data.params.get("n_train", 400) // max(1, f.batch_size))
-    cost *= 1 + (f.adv_steps or 0) if f.adv_eps else 1
-    if probe.name == "ueraser":
-        cost *= 1 + probe.params.get("copies", 3) / 2
-    return float(cost)
-
-
 def plan(cfgs, runs: Path) -> Tuple[List[Task], Dict]:
     """The tasks of the whole matrix. An attack whose spec and train set two threats share is protected once
     (white- and gray-box protect with the same surrogate); every cell is its own run folder, so the cells of
     one threat spread over the workers."""
-    from mmguard.engine.preflight import load_data
-    from mmguard.engine.protect import protection_hash
-
     protected = runs / "protected"
-    tasks: List[Task] = []
-    keys: Dict = {}  # (threat, attack label) -> protection task id
-    for cfg in cfgs:
-        train = load_data(cfg.data)["train"]
-        for a in cfg.attacks:
-            key = protection_hash(a, train)
-            task_id = f"protect:{key}"
-            keys[(cfg.name, a.label)] = task_id
-            if all(t.id != task_id for t in tasks):
-                folder = protected / f"{a.label}-{key[:8]}"
-                tasks.append(Task(task_id, protect_task, (cfg, a.label, folder), set(),
-                                  cost=1e9, first=True))
+    tasks, keys = protection_tasks(cfgs, protected)
     for cfg in cfgs:
         for v in cfg.victims:
             for p in cfg.probes_of(v):
                 out = runs / cfg.name / f"{v.label}__{p.label}".replace("/", "_")
-                clean_id = f"clean:{cfg.name}:{v.label}:{p.label}"
-                cost = fit_cost(cfg, v, p)
-                tasks.append(Task(clean_id, cell_task, (cell_spec(cfg, v, p, []), out, protected), set(), cost))
-                if cfg.attacks:
-                    deps = {clean_id} | {keys[(cfg.name, a.label)] for a in cfg.attacks}
-                    tasks.append(Task(f"attacks:{cfg.name}:{v.label}:{p.label}", cell_task,
-                                      (cell_spec(cfg, v, p, cfg.attacks), out, protected), deps,
-                                      cost * len(cfg.attacks)))
+                tasks += cell_tasks(cfg, v, p, cfg.attacks, out, protected, keys, f"{cfg.name}:{v.label}:{p.label}")
     return tasks, keys
-
-
-def schedule(tasks: Sequence[Task], jobs: int, threads: int, on_done: Callable[[Task, Dict], None]) -> None:
-    """Run ``tasks`` on ``jobs`` processes, each task once its dependencies are done: protections first, then
-    the longest ready task."""
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    pending = {t.id: t for t in tasks}
-    done: Set[str] = set()
-    running: Dict = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init, initargs=(threads,)) as pool:
-        while pending or running:
-            ready = sorted((t for t in pending.values() if t.deps <= done), key=lambda t: (not t.first, -t.cost))
-            for t in ready[: jobs - len(running)]:
-                del pending[t.id]
-                running[pool.submit(t.fn, *t.args)] = t
-            if not running:
-                raise RuntimeError(f"tasks wait on what never runs: {sorted(pending)}")
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                t = running.pop(fut)
-                on_done(t, fut.result())  # a failed task raises here, and the matrix stops
-                done.add(t.id)
 
 
 def assemble(cfgs, tasks: Sequence[Task], keys: Dict, results: Dict[str, Dict], runs: Path) -> List[Dict]:
@@ -194,27 +97,6 @@ def assemble(cfgs, tasks: Sequence[Task], keys: Dict, results: Dict[str, Dict], 
                         "probes": [probe_tree(p) for p in cfg.probes], "attacks": attacks, "rows": ordered,
                         "out": _rel(runs / cfg.name)})
     return threats
-
-
-def _worker_init(threads: int) -> None:
-    import torch
-
-    from mmguard.core.registry import load_plugins
-
-    _die_with_parent()
-    torch.set_num_threads(threads)
-    load_plugins()
-
-
-def _die_with_parent() -> None:
-    """A killed matrix must not leave its workers running (and writing into its run folders): on Linux the
-    kernel sends them SIGTERM when the parent dies."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def add_threat(result: Dict, threat: Dict) -> None:

@@ -1,0 +1,146 @@
+"""A pool of worker processes for benchmarks that run many small fits: tasks with dependencies, protections
+first, then the longest ready task. A task is a protection (``protect_task``: one release, resumable) or the
+rows of a cell recipe (``cell_task``: one victim, one probe, some attacks, in its own run folder, with the
+protected sets passed in). Used by threat_matrix.py and binding_ablation.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+
+@dataclasses.dataclass
+class Task:
+    """One piece of the matrix for a worker: a protection, or the rows of one (threat, victim, probe) cell --
+    its clean fit first (``clean``), then its attacks' fits once their protected sets exist."""
+
+    id: str
+    fn: Callable
+    args: tuple
+    deps: Set[str]
+    cost: float
+    first: bool = False  # protections go first: every attack fit waits for one
+    rank: Optional[int] = None  # a lower rank goes before (e.g. a seed's tasks before the next seed's)
+
+
+def protect_task(cfg, label: str, folder: Path) -> Dict:
+    """Protect the threat's train set with attack ``label`` into ``folder`` (resumable; read back if done)."""
+    from mmguard.engine.preflight import load_data
+    from mmguard.engine.protect import protect
+
+    a = cfg.attack(label)
+    train = load_data(cfg.data)["train"]
+    ps = protect(a, train, folder, state_dir=folder.parent / ".state" / folder.name, trainer=cfg.trainer)
+    return {"surrogates": ps.surrogates, "psnr": ps.summary["psnr"], "ssim": ps.summary["ssim"],
+            "linf_max_255": ps.summary.get("linf_max_255"), "protect_seconds": ps.summary["seconds"],
+            "rounds": ps.summary["rounds"]}
+
+
+def cell_task(cfg, out: Path, reuse: Path) -> Dict:
+    """The rows of one cell recipe (one victim, one probe), in its own run folder; protected sets from
+    ``reuse``. Run again on the same folder, finished rows are kept (the clean fit of the first pass)."""
+    from mmguard.engine.runner import Runner
+
+    t0 = time.time()
+    runner = Runner(cfg, str(out), reuse=[reuse])
+    res = runner.run()
+    return {"rows": res["rows"], "seconds": round(time.time() - t0, 1)}
+
+
+def cell_spec(cfg, victim, probe, attacks):
+    return dataclasses.replace(cfg, victims=[victim], probes=[probe], attacks=list(attacks))
+
+
+def fit_cost(cfg, victim, probe) -> float:
+    """A fit's relative cost, for ordering the queue (longest first keeps the pool's tail short)."""
+    f = victim.finetune
+    cost = f.epochs * max(1, cfg.data.params.get("n_train", 400) // max(1, f.batch_size))
+    cost *= 1 + (f.adv_steps or 0) if f.adv_eps else 1
+    if probe.name == "ueraser":
+        cost *= 1 + probe.params.get("copies", 3) / 2
+    return float(cost)
+
+
+def protection_tasks(cfgs, folder: Path) -> Tuple[List[Task], Dict[Tuple[str, str], str]]:
+    """One task per distinct (attack spec, train set) over the recipes, releasing into ``folder``; and the map
+    (recipe name, attack label) -> the id of the task that makes its release."""
+    from mmguard.engine.preflight import load_data
+    from mmguard.engine.protect import protection_hash
+
+    tasks: List[Task] = []
+    keys: Dict[Tuple[str, str], str] = {}
+    for cfg in cfgs:
+        train = load_data(cfg.data)["train"]
+        for a in cfg.attacks:
+            key = protection_hash(a, train)
+            task_id = f"protect:{key}"
+            keys[(cfg.name, a.label)] = task_id
+            if all(t.id != task_id for t in tasks):
+                tasks.append(Task(task_id, protect_task, (cfg, a.label, folder / f"{a.label}-{key[:8]}"), set(),
+                                  cost=1e9, first=True))
+    return tasks, keys
+
+
+def cell_tasks(cfg, victim, probe, attacks, out: Path, protected: Path, keys: Dict[Tuple[str, str], str],
+               tag: str) -> List[Task]:
+    """A cell's clean fit, then (once it and the releases it needs are done) its attacks' fits, both in run
+    folder ``out`` (the second pass keeps the first's clean row)."""
+    cost = fit_cost(cfg, victim, probe)
+    clean = Task(f"clean:{tag}", cell_task, (cell_spec(cfg, victim, probe, []), out, protected), set(), cost)
+    if not attacks:
+        return [clean]
+    deps = {clean.id} | {keys[(cfg.name, a.label)] for a in attacks}
+    return [clean, Task(f"attacks:{tag}", cell_task, (cell_spec(cfg, victim, probe, attacks), out, protected), deps,
+                        cost * len(attacks))]
+
+
+def schedule(tasks: Sequence[Task], jobs: int, threads: int, on_done: Callable[[Task, Dict], None]) -> None:
+    """Run ``tasks`` on ``jobs`` processes, each task once its dependencies are done: by rank, then protections
+    first, then the longest ready task."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pending = {t.id: t for t in tasks}
+    done: Set[str] = set()
+    running: Dict = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        while pending or running:
+            ready = sorted((t for t in pending.values() if t.deps <= done),
+                           key=lambda t: (t.rank or 0, not t.first, -t.cost))
+            for t in ready[: jobs - len(running)]:
+                del pending[t.id]
+                running[pool.submit(t.fn, *t.args)] = t
+            if not running:
+                raise RuntimeError(f"tasks wait on what never runs: {sorted(pending)}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                t = running.pop(fut)
+                on_done(t, fut.result())  # a failed task raises here, and the matrix stops
+                done.add(t.id)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    from mmguard.core.registry import load_plugins
+
+    _die_with_parent()
+    torch.set_num_threads(threads)
+    load_plugins()
+
+
+def _die_with_parent() -> None:
+    """A killed matrix must not leave its workers running (and writing into its run folders): on Linux the
+    kernel sends them SIGTERM when the parent dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
