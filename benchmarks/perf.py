@@ -6,7 +6,12 @@
 (c) a victim fine-tuning step through Lightning (``engine.finetune``) against a hand-written training loop with
     the same data path, optimizer and schedule -- target ratio <= 1.10;
 (d) evaluation of 200 samples (``engine.finetune.evaluate``) against the evaluation it replaced (the uncached,
-    equal-length-group greedy loop; ``tests/models/test_generate.py``) -- target: at least 3x faster.
+    equal-length-group greedy loop; ``tests/models/test_generate.py``) -- target: at least 3x faster; for a
+    fine-tuned victim (one-word answers: the old loop made two full passes where the new one makes a prefill and
+    one cached step, so about 2x is the ceiling there) and for a random-init one (answers of 8 tokens).
+
+The hand-written arms compute what the framework computes (the LM head on the answer positions only, fused
+AdamW): the ratios measure the framework's own overhead.
 
 (a) and (b) at the tiny size and at a medium LLaVA (hidden 256, 4 layers, 96 px). Each arm is repeated and the
 median taken; writes JSON beside this script.
@@ -69,7 +74,8 @@ def protection(attack: str, samples, size: str, device: str, folder: Path, P: in
 
 
 def hand_written_pgd(adapter, samples, P: int, eps: float = 8 / 255, alpha: float = 1 / 255):
-    """The loop without the framework: encode once, then per step process, forward, l_train, sign step."""
+    """The loop without the framework: encode once, then per step process, forward (the LM head on the answer
+    positions only, as the framework does), l_train, sign step."""
     from mmguard.attacks.losses import l_train
 
     tokens = adapter.to_device(adapter.collate_tokens([adapter.encode(s) for s in samples]))
@@ -81,7 +87,7 @@ def hand_written_pgd(adapter, samples, P: int, eps: float = 8 / 255, alpha: floa
         for _ in range(P):
             leaves = [d.requires_grad_(True) for d in deltas]
             pixels = adapter.to_device(adapter.process([(x + d).clamp(0, 1) for x, d in zip(clean, leaves)]))
-            loss = l_train(adapter.forward({**tokens, **pixels}), tokens["labels"], reduction="none").mean()
+            loss = l_train(adapter.answer_logits({**tokens, **pixels}), reduction="none").mean()
             grads = torch.autograd.grad(loss, leaves)
             deltas = [((x + (d.detach() - alpha * g.sign()).clamp(-eps, eps)).clamp(0, 1) - x)
                       for x, d, g in zip(clean, leaves, grads)]
@@ -132,10 +138,10 @@ def finetune_arms(steps: int, batch: int, repeats: int) -> dict:
         adapter = build_model("tiny-llava", seed=0)
         trainable = VICTIMS.build("full").prepare(adapter)
         adapter.model.train()
-        opt = torch.optim.AdamW(trainable, lr=params.lr)
+        opt = torch.optim.AdamW(trainable, lr=params.lr, fused=True)  # the same optimizer as the framework's
         sched = get_cosine_schedule_with_warmup(opt, int(params.warmup_ratio * steps), steps)
         for b in train_loader(adapter, train, batch, seed=0):
-            loss = l_train(adapter.forward(b), b["labels"], reduction="token_mean")
+            loss = l_train(adapter.answer_logits(b), reduction="token_mean")
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -147,7 +153,9 @@ def finetune_arms(steps: int, batch: int, repeats: int) -> dict:
 
 
 # -- (d): evaluation of 200 samples ------------------------------------------------------------------------------
-def evaluation_arms(n: int, repeats: int) -> dict:
+def evaluation_arms(n: int, repeats: int, finetuned: bool) -> dict:
+    """``finetuned``: the benchmark's victims, which answer a word and stop (a cached loop saves at most the
+    second full pass); else a random-init model, whose answers run to ``max_new_tokens`` (zero-shot rows)."""
     from mmguard.config.sections import FinetuneParams, TrainerParams
     from mmguard.core.registry import VICTIMS
     from mmguard.data.synthetic import generate
@@ -159,9 +167,10 @@ def evaluation_arms(n: int, repeats: int) -> dict:
     spec.loader.exec_module(ref)
     trainer = TrainerParams(accelerator="cpu", progress_bar=False)
     adapter = build_model("tiny-llava", seed=0)
-    with engine.quiet_lightning():  # a fine-tuned victim: it answers a word, then stops, as the benchmark's do
-        engine.finetune(adapter, VICTIMS.build("full"), FinetuneParams(epochs=6, lr=3e-3, batch_size=16),
-                        generate(160, seed=1, types=("colour",)), seed=0, trainer=trainer)
+    if finetuned:
+        with engine.quiet_lightning():
+            engine.finetune(adapter, VICTIMS.build("full"), FinetuneParams(epochs=6, lr=3e-3, batch_size=16),
+                            generate(160, seed=1, types=("colour",)), seed=0, trainer=trainer)
     test = generate(n, seed=2, types=("colour", "count", "position", "colour_choice"), prefix="test")
     new_generate = type(adapter).generate
 
@@ -176,10 +185,13 @@ def evaluation_arms(n: int, repeats: int) -> dict:
     def new():
         return engine.evaluate(adapter, test, max_new_tokens=8, batch_size=64, trainer=trainer)
 
-    assert [p["prediction"] for p in old()["predictions"]] == [p["prediction"] for p in new()["predictions"]]
+    before = [p["prediction"] for p in old()["predictions"]]
+    assert before == [p["prediction"] for p in new()["predictions"]]
     assert type(adapter).generate is new_generate
     t = interleaved({"before": old, "now": new}, repeats)
-    return {"samples": n, "seconds": {k: round(v, 3) for k, v in t.items()},
+    words = sum(len(p.split()) for p in before) / max(1, len(before))
+    return {"victim": "fine-tuned (answers a word)" if finetuned else "random init (answers run to 8 tokens)",
+            "samples": n, "mean_answer_words": round(words, 2), "seconds": {k: round(v, 3) for k, v in t.items()},
             "speedup": round(t["before"] / t["now"], 2)}
 
 
@@ -200,13 +212,16 @@ def main(argv=None) -> dict:
     if args.device == "cpu":
         result["finetune"] = finetune_arms(4 if args.quick else 40, 16, repeats)
         print("finetune", result["finetune"], flush=True)
-        result["evaluate"] = evaluation_arms(40 if args.quick else 200, repeats)
+        result["evaluate"] = evaluation_arms(40 if args.quick else 200, repeats, finetuned=True)
         print("evaluate", result["evaluate"], flush=True)
+        result["evaluate_zero_shot"] = evaluation_arms(40 if args.quick else 200, repeats, finetuned=False)
+        print("evaluate_zero_shot", result["evaluate_zero_shot"], flush=True)
     result["targets"] = {
         "a_framework_pgd_over_hand_written<=1.10": all(r["framework_over_hand_written"] <= 1.10 for r in result["pgd"]),
         "b_bph_over_em_image<=1.25": all(r["bph_over_em_image"] <= 1.25 for r in result["pgd"]),
         "c_finetune_over_hand_written<=1.10": result.get("finetune", {}).get("framework_over_hand_written", 0) <= 1.10,
-        "d_evaluation_speedup>=3": result.get("evaluate", {}).get("speedup", 0) >= 3}
+        "d_evaluation_speedup>=3": result.get("evaluate", {}).get("speedup", 0) >= 3,
+        "d_zero_shot_evaluation_speedup>=3": result.get("evaluate_zero_shot", {}).get("speedup", 0) >= 3}
     Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["targets"]))
     return result
