@@ -34,8 +34,8 @@ HERE = Path(__file__).resolve().parent
 REQUIRED_PROBES = ("jpeg", "blur", "rcp", "resize", "grayscale", "bitdepth", "median", "iss", "ueraser",
                    "punctuation", "case", "whitespace", "rcp_punctuation", "jpeg_case", "blur_whitespace", "mix",
                    "question_strip", "onion")
-ROW_KEYS = ("threat", "attack", "surrogates", "victim", "probe", "accuracy", "delta_acc", "clean_accuracy",
-            "psnr", "ssim", "seconds", "note")
+ROW_KEYS = ("threat", "seed", "attack", "surrogates", "victim", "probe", "accuracy", "delta_acc",
+            "clean_accuracy", "psnr", "ssim", "seconds", "note")
 
 
 def _rel(path: Path) -> str:
@@ -56,31 +56,41 @@ def check_coverage(cfgs: Sequence) -> None:
 
 
 def plan(cfgs, runs: Path) -> Tuple[List[Task], Dict]:
-    """The tasks of the whole matrix. An attack whose spec and train set two threats share is protected once
-    (white- and gray-box protect with the same surrogate); every cell is its own run folder, so the cells of
-    one threat spread over the workers."""
+    """The tasks of the whole matrix (``cfgs``: (threat, seed, recipe) triples). An attack whose spec and train set
+    two threats share is protected once (white- and gray-box protect with the same surrogate); every cell is its
+    own run folder, so the cells of one threat spread over the workers."""
     protected = runs / "protected"
-    tasks, keys = protection_tasks(cfgs, protected)
-    for cfg in cfgs:
+    tasks, keys = protection_tasks([cfg for _, _, cfg in cfgs], protected)
+    for threat, seed, cfg in cfgs:
         for v in cfg.victims:
             for p in cfg.probes_of(v):
-                out = runs / cfg.name / f"{v.label}__{p.label}".replace("/", "_")
-                tasks += cell_tasks(cfg, v, p, cfg.attacks, out, protected, keys, f"{cfg.name}:{v.label}:{p.label}")
+                out = runs / threat / f"seed-{seed}" / f"{v.label}__{p.label}".replace("/", "_")
+                for t in cell_tasks(cfg, v, p, cfg.attacks, out, protected, keys, f"{cfg.name}:{v.label}:{p.label}"):
+                    t.rank = seed  # seed by seed: the first seed's matrix is whole first
+                    tasks.append(t)
+    for t in tasks:
+        if t.first:
+            t.rank = min(seed for _, seed, cfg in cfgs for a in cfg.attacks if keys[(cfg.name, a.label)] == t.id)
     return tasks, keys
 
 
 def assemble(cfgs, tasks: Sequence[Task], keys: Dict, results: Dict[str, Dict], runs: Path) -> List[Dict]:
-    """Per threat, in recipe order: its rows (each with its clean accuracy), its protections, its work time."""
-    threats = []
-    for cfg in cfgs:
-        rows, seconds = {}, 0.0
+    """Per threat, in recipe order: its rows over every seed (each with its clean accuracy), its protections,
+    its work time."""
+    threats: Dict[str, Dict] = {}
+    for threat, seed, cfg in cfgs:
+        entry = threats.setdefault(threat, {"threat": threat, "work_s": 0.0, "seeds": [],
+                                            "victims": [_victim(v) for v in cfg.victims],
+                                            "probes": [probe_tree(p) for p in cfg.probes], "attacks": {},
+                                            "rows": [], "out": _rel(runs / threat)})
+        entry["seeds"].append(seed)
+        rows = {}
         for t in tasks:
             if t.id.split(":")[0] in ("clean", "attacks") and t.id.split(":")[1] == cfg.name and t.id in results:
-                seconds += results[t.id]["seconds"]
+                entry["work_s"] = round(entry["work_s"] + results[t.id]["seconds"], 1)
                 for r in results[t.id]["rows"]:
                     rows[(r["attack"], r["victim"], r["probe"])] = r
         clean = {(v, p): r["accuracy"] for (a, v, p), r in rows.items() if a == "clean"}
-        ordered = []
         for v in cfg.victims:
             for p in cfg.probes_of(v):
                 for a in ["clean", *(x.label for x in cfg.attacks)]:
@@ -88,15 +98,19 @@ def assemble(cfgs, tasks: Sequence[Task], keys: Dict, results: Dict[str, Dict], 
                     if r is None:
                         continue
                     row = {k: r.get(k) for k in ROW_KEYS}
-                    row["threat"] = cfg.name
-                    row["clean_accuracy"] = clean.get((v.label, p.label))
-                    ordered.append(row)
-        attacks = {a.label: results[keys[(cfg.name, a.label)]] for a in cfg.attacks
-                   if keys[(cfg.name, a.label)] in results}
-        threats.append({"threat": cfg.name, "work_s": round(seconds, 1), "victims": [_victim(v) for v in cfg.victims],
-                        "probes": [probe_tree(p) for p in cfg.probes], "attacks": attacks, "rows": ordered,
-                        "out": _rel(runs / cfg.name)})
-    return threats
+                    row.update(threat=threat, seed=seed, clean_accuracy=clean.get((v.label, p.label)))
+                    entry["rows"].append(row)
+        for a in cfg.attacks:
+            done = results.get(keys[(cfg.name, a.label)])
+            if done is not None:
+                entry["attacks"].setdefault(a.label, {"surrogates": done["surrogates"], "per_seed": {}})
+                entry["attacks"][a.label]["per_seed"][str(seed)] = done
+    for entry in threats.values():
+        for a in entry["attacks"].values():
+            for key in ("psnr", "ssim", "protect_seconds"):
+                vals = [d[key] for d in a["per_seed"].values() if d.get(key) is not None]
+                a[key] = sum(vals) / len(vals) if vals else None
+    return list(threats.values())
 
 
 def add_threat(result: Dict, threat: Dict) -> None:
@@ -121,6 +135,21 @@ def _victim(v) -> Dict:
 # -- markdown ----------------------------------------------------------------------------------------------
 def _f(x, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _mean(rows: Sequence[Dict], key: str) -> str:
+    """mean (± sample std when more than one seed) of ``key`` over ``rows``."""
+    from mmguard.metrics.table import mean_std
+
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    if not vals:
+        return "-"
+    mean, std = mean_std(vals)
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if len(vals) > 1 else "")
+
+
+def _cell(rows: Sequence[Dict]) -> str:
+    return f"{_mean(rows, 'accuracy')} ({_mean(rows, 'delta_acc')})"
 
 
 def markdown(result: Dict) -> str:
@@ -148,19 +177,20 @@ def markdown(result: Dict) -> str:
         rows = [r for r in result["rows"] if r["threat"] == t["threat"]]
         attacks = list(t["attacks"]) or sorted({r["attack"] for r in rows if r["attack"] != "clean"})
         lines += ["", f"## {t['threat']}", "",
-                  "accuracy (delta_acc) per attack; seconds: fine-tuning + evaluation of the row's fits", "",
+                  "accuracy (delta_acc) per attack" + (f", mean ± sample std over seeds {', '.join(map(str, t['seeds']))}"
+                                                       if len(t["seeds"]) > 1 else f", seed {t['seeds'][0]}")
+                  + "; seconds: fine-tuning + evaluation of the row's fits", "",
                   "| victim | probe | clean | " + " | ".join(attacks) + " | seconds |",
                   "|---|---|---|" + "---|" * len(attacks) + "---|"]
         cells: Dict = {}
         for r in rows:
-            cells.setdefault((r["victim"], r["probe"]), {})[r["attack"]] = r
-            if r.get("note") and r["attack"] == "clean":
+            cells.setdefault((r["victim"], r["probe"]), {}).setdefault(r["attack"], []).append(r)
+            if r.get("note") and r["attack"] == "clean" and r["seed"] == t["seeds"][0]:
                 notes.append(f"{t['threat']} {r['victim']} ({r['probe']}): {r['note']}")
         for (victim, probe), by in cells.items():
-            clean = by.get("clean", {})
-            accs = [f"{_f(by[a]['accuracy'])} ({_f(by[a]['delta_acc'], 2)})" if a in by else "-" for a in attacks]
-            secs = sum(r.get("seconds") or 0 for r in by.values())
-            lines.append(f"| {victim} | {probe} | {_f(clean.get('accuracy'))} | " + " | ".join(accs) +
+            accs = [_cell(by[a]) if a in by else "-" for a in attacks]
+            secs = sum(r.get("seconds") or 0 for rs in by.values() for r in rs)
+            lines.append(f"| {victim} | {probe} | {_mean(by.get('clean', []), 'accuracy')} | " + " | ".join(accs) +
                          f" | {secs:.0f} |")
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -177,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     ap.add_argument("--json", default=None, help="output JSON (markdown beside it, .md); default "
                     "benchmarks/threat_matrix.json, or runs/threat_matrix_quick/threat_matrix.json with --quick")
     ap.add_argument("--runs", default=None, help="folder for the runs (protected sets, predictions, logs)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="run the matrix at each seed (default: the recipes' seed); cells show mean ± std")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="worker processes (one thread each by default)")
     args = ap.parse_args(argv)
@@ -196,17 +228,25 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     recipes = [Path(r) for r in args.recipes] or THREATS
 
     overlays = [args.matrix] + ([DEBUG] if args.quick else [])
-    cfgs = [load_recipe(path, args.overrides, overlays=overlays) for path in recipes]  # all checked before work
-    check_coverage(cfgs)
+    import dataclasses
+
+    cfgs = []  # (threat, seed, recipe at that seed), all checked before any work
+    for path in recipes:
+        base = load_recipe(path, args.overrides, overlays=overlays)
+        for seed in args.seeds or [base.seed]:
+            cfg = load_recipe(path, [*args.overrides, f"seed={seed}"], overlays=overlays)
+            cfgs.append((base.name, seed, dataclasses.replace(cfg, name=f"{base.name}-seed{seed}")))
+    check_coverage([cfg for _, _, cfg in cfgs])
 
     t0 = time.time()
     result = {"benchmark": "threat_matrix", "quick": args.quick, "recipes": [_rel(p) for p in recipes],
               "matrix": _rel(Path(args.matrix)), "overrides": list(args.overrides), "jobs": max(1, args.jobs),
+              "seeds": args.seeds,
               "machine": {"device": "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available()
                           else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
                           "threads": threads, "python": platform.python_version(), "torch": torch.__version__},
               "wall_s": None, "threats": [], "rows": []}
-    for cfg in cfgs:
+    for _, _, cfg in cfgs:
         print(f"[threat_matrix] {cfg.name}: {len(cfg.victims)} victims x {len(cfg.probes)} probes x "
               f"(clean + {len(cfg.attacks)} attacks)", flush=True)
 

@@ -23,15 +23,16 @@ def load_script():
 @pytest.mark.slow
 def test_threat_matrix_quick(tmp_path):
     out = tmp_path / "matrix.json"
-    load_script().main(["--quick", "--jobs", "2", "--json", str(out), "--runs", str(tmp_path / "runs")])
+    load_script().main(["--quick", "--jobs", "2", "--seeds", "0", "1", "--json", str(out), "--runs",
+                        str(tmp_path / "runs")])
     res = json.loads(out.read_text())
     assert res["quick"] and res["wall_s"] > 0 and res["jobs"] == 2
     # white- and gray-box protect alike: one release each for bph and crs, and one for the black-box ensemble
     assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "runs" / "protected").iterdir()
-                  if not p.name.startswith(".")) == ["mmguard_bph", "mmguard_bph", "mmguard_crs"]
+                  if not p.name.startswith(".")) == ["mmguard_bph"] * 4 + ["mmguard_crs"] * 2  # 2 seeds
     assert [t["threat"] for t in res["threats"]] == ["whitebox", "graybox", "blackbox"]
     md = out.with_suffix(".md").read_text()
-    assert "# Threat matrix" in md and "PSNR" in md
+    assert "# Threat matrix" in md and "PSNR" in md and "mean ± sample std over seeds 0, 1" in md
     by_threat = {t["threat"]: t for t in res["threats"]}
     assert set(by_threat["whitebox"]["attacks"]) == set(by_threat["graybox"]["attacks"]) == {"mmguard_bph",
                                                                                              "mmguard_crs"}
@@ -45,6 +46,7 @@ def test_threat_matrix_quick(tmp_path):
         for r in rows:
             cells.setdefault((r["victim"], r["probe"]), set()).add(r["attack"])
         assert all(v == {"clean", *t["attacks"]} for v in cells.values())
+        assert t["seeds"] == [0, 1] and {r["seed"] for r in rows} == {0, 1}
         probes = {p.get("label") or p["name"] for p in t["probes"]}
         base = t["victims"][0]["label"]
         assert {p for v, p in cells if v == base} == probes  # the probe axis on the threat's victim
