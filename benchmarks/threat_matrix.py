@@ -10,6 +10,7 @@ says).
 
     python benchmarks/threat_matrix.py                  # the full matrix (2 processes; about 15 min on 2 cores)
     python benchmarks/threat_matrix.py --quick          # a few-minute smoke run (recipes/debug.yaml overlay)
+    python benchmarks/threat_matrix.py --seeds 0 1 2    # mean ± std over seeds: threat_matrix_seeds.{json,md}
     python benchmarks/threat_matrix.py recipes/threat/whitebox.yaml --set data.n_train=128
 """
 from __future__ import annotations
@@ -205,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="dot-list overrides for every recipe, after the overlay")
     ap.add_argument("--json", default=None, help="output JSON (markdown beside it, .md); default "
-                    "benchmarks/threat_matrix.json, or runs/threat_matrix_quick/threat_matrix.json with --quick")
+                    "benchmarks/threat_matrix.json (threat_matrix_seeds.json with several --seeds), under "
+                    "runs/threat_matrix_quick/ with --quick")
     ap.add_argument("--runs", default=None, help="folder for the runs (protected sets, predictions, logs)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="run the matrix at each seed (default: the recipes' seed); cells show mean ± std")
@@ -222,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     threads = int(os.environ.get("MMGUARD_NUM_THREADS", "1"))
     torch.set_num_threads(threads)
     quick_dir = ROOT / "runs" / "threat_matrix_quick"
-    out_json = Path(args.json) if args.json else (quick_dir / "threat_matrix.json" if args.quick
-                                                   else HERE / "threat_matrix.json")
+    name = "threat_matrix_seeds.json" if args.seeds and len(args.seeds) > 1 else "threat_matrix.json"
+    out_json = Path(args.json) if args.json else (quick_dir / name if args.quick else HERE / name)
     runs = Path(args.runs) if args.runs else (quick_dir if args.quick else ROOT / "runs" / "threat_matrix")
     recipes = [Path(r) for r in args.recipes] or THREATS
 
