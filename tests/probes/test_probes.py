@@ -271,3 +271,16 @@ def test_mix_has_no_differentiable_version():
     assert not PROBES.get("case").changes_image({}) and PROBES.get("jpeg").has_differentiable({})
     assert not PROBES.get("combo").has_differentiable({"probes": ["jpeg", "mix"]})
     assert torch.equal(PROBES.build("case").differentiable(torch.ones(1, 3, 2, 2)), torch.ones(1, 3, 2, 2))
+
+
+def test_ueraser_copies_are_independent_and_reproducible():
+    """augment_copies draws each copy of each image independently (one kornia call on the repeated batch), and the
+    same generator seed gives the same copies."""
+    probe = PROBES.build("ueraser", copies=3)
+    x = torch.rand(4, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    copies = probe.augment_copies(x, torch.Generator().manual_seed(7))
+    assert copies.shape == (3, 4, 3, 24, 24)
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert (copies[a] - copies[b]).abs().flatten(1).mean(1).min() > 1e-3
+    assert torch.equal(copies, probe.augment_copies(x, torch.Generator().manual_seed(7)))

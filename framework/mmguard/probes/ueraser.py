@@ -67,8 +67,11 @@ class UEraser(ImageProbe):
             return aug(x).clamp(0, 1)
 
     def augment_copies(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """``copies`` independent augmentations: (copies, B, 3, H, W), for the max-loss step."""
-        return torch.stack([self.augment(x, generator) for _ in range(self.copies)])
+        """``copies`` independent augmentations: (copies, B, 3, H, W), for the max-loss step. One kornia call on
+        the batch repeated ``copies`` times (kornia draws each row's parameters independently): on small images
+        the per-call overhead, not the pixels, is the cost."""
+        x = as_batch(x)
+        return self.augment(x.repeat(self.copies, 1, 1, 1), generator).view(self.copies, *x.shape)
 
     def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return self.augment(x, generator)
