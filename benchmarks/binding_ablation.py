@@ -64,7 +64,8 @@ def variants() -> List[Dict]:
 def seed_spec(seed: int, quick: bool, overrides: Sequence[str]):
     """The base recipe at ``seed`` with every variant as an attack entry (labelled), checked by the framework."""
     from mmguard.config.recipe import load_recipe
-    from mmguard.config.spec import attack_tree, resolve, to_tree
+    from mmguard.config.spec import resolve
+    from mmguard.config.tree import attack_tree, to_tree
 
     base = load_recipe(BASE, [f"seed={seed}", *overrides], overlays=[DEBUG] if quick else [])
     tree = to_tree(base)

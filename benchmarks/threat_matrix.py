@@ -122,7 +122,7 @@ def add_threat(result: Dict, threat: Dict) -> None:
 
 
 def probe_tree(p) -> Dict:
-    from mmguard.config.spec import probe_tree as tree
+    from mmguard.config.tree import probe_tree as tree
 
     return tree(p)
 

@@ -3,7 +3,8 @@ sections, and nothing of the other rows."""
 import pytest
 
 from mmguard.config.flatten import flatten, row_config
-from mmguard.config.spec import resolve, to_tree
+from mmguard.config.spec import resolve
+from mmguard.config.tree import to_tree
 
 TREE = {
     "name": "flat", "seed": 3,

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from mmguard.config.recipe import dump, load_recipe
-from mmguard.config.spec import resolve, to_tree
+from mmguard.config.spec import resolve
+from mmguard.config.tree import to_tree
 from mmguard.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]

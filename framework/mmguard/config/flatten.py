@@ -48,7 +48,7 @@ def row_config(tree: Any, attack: Optional[str] = None, victim: Optional[str] = 
     the recipe does not have is a KeyError, or with ``strict=False`` just its label (a row that ``mmguard
     finetune`` added under a name of its own)."""
     if not isinstance(tree, Mapping):
-        from mmguard.config.spec import to_tree
+        from mmguard.config.tree import to_tree
 
         tree = to_tree(tree)
     out: Dict[str, Any] = {"recipe": tree.get("name"), "seed": tree.get("seed")}

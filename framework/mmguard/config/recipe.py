@@ -15,7 +15,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mmguard.config.spec import RunSpec, resolve, to_tree
+from mmguard.config.spec import RunSpec, resolve
+from mmguard.config.tree import to_tree
 from mmguard.core.errors import UserError
 
 

@@ -3,7 +3,7 @@
 ``resolve(tree, source)`` turns a recipe's merged plain mapping (``config/recipe.py`` reads the YAML, includes,
 overlays and overrides) into a ``RunSpec``. Every key is checked against what its component declares
 (``core.params``: types, ranges, cross-field rules); defaults are filled in, fractions parsed, labels computed,
-the fine-tuning-recipe axis expanded, default surrogates resolved and model names looked up -- once. ``to_tree``
+the fine-tuning-recipe axis expanded, default surrogates resolved and model names looked up -- once. ``config/tree.py``
 writes a spec back as a recipe (``--print-config``, a run's ``recipe.yaml``); resolving that again gives the same
 spec. The engine receives specs and never reads raw recipe keys.
 
@@ -15,13 +15,13 @@ component declares them, overriding the entries.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from mmguard.config.sections import (LOOP_SECTIONS, PGD, ROUNDS, SECTION_TEXT, EvalParams, FinetuneParams, IMAGE,
                                      LoggerParams, LoopParams, TEXT, TrainerParams)
 from mmguard.core.errors import UserError, located
-from mmguard.core.params import bind, coerce, declared
+from mmguard.config.values import coerce_list, label_at, list_at, mapping_at, unique_at, value_at
+from mmguard.core.params import bind, declared
 from mmguard.core.registry import ATTACKS, DATASETS, PROBES, VICTIMS, load_plugins
 from mmguard.models.zoo import ModelSpec, resolve_model_name
 
@@ -34,7 +34,6 @@ FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(FinetuneParams))
 ATTACK_OWN = ("name", "label", "surrogates", "weights", "seed")
 DATA_OWN = ("name",)
 DEFAULT_VICTIM = {"name": "lora", "model": "tiny-llava"}
-LABEL_SAFE = re.compile(r"^[^\s/\\:*?\"<>|][^\\:*?\"<>|]*$")
 
 
 # ---------------------------------------------------------------------------------------------------- the tree
@@ -97,6 +96,8 @@ class RunSpec:
     def at_seed(self, seed: int) -> "RunSpec":
         """The recipe at one seed of its ``seeds`` axis, resolved again from what the recipe said (so model,
         attack and data seeds that it left to the recipe seed follow it, and pinned ones stay)."""
+        from mmguard.config.tree import to_tree  # tree.py reads the spec classes: imported here, not at the top
+
         tree = {k: v for k, v in (self.source or to_tree(self)).items() if k != "seeds"}
         return resolve({**tree, "seed": seed})
 
@@ -124,8 +125,8 @@ def _resolve(t: Dict[str, Any]) -> RunSpec:
     unknown = [k for k in t if k not in TOP_KEYS]
     if unknown:
         raise UserError(f"key '{unknown[0]}': not a recipe section; allowed: {', '.join(TOP_KEYS)}")
-    each = _mapping(t.get("each") or {}, "each")
-    seed = _value(t.get("seed", 0), int, "seed")
+    each = mapping_at(t.get("each") or {}, "each")
+    seed = value_at(t.get("seed", 0), int, "seed")
     if seed < 0:
         raise UserError(f"key 'seed': {seed} is negative")
     seeds = None
@@ -133,19 +134,19 @@ def _resolve(t: Dict[str, Any]) -> RunSpec:
         seeds = coerce_list(t["seeds"], "seeds", int)
         if not seeds or any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
             raise UserError(f"key 'seeds': {seeds} must be distinct seeds >= 0 (e.g. [0, 1, 2])")
-    name = _value(t.get("name", "recipe"), str, "name")
-    data = _data(_mapping(t.get("data") or {"name": "synthetic"}, "data"), _mapping(each.get("data") or {},
+    name = value_at(t.get("name", "recipe"), str, "name")
+    data = _data(mapping_at(t.get("data") or {"name": "synthetic"}, "data"), mapping_at(each.get("data") or {},
                                                                                     "each.data"))
-    probes = _probes(_list(t.get("probes", [{"name": "none"}]), "probes"), each)
+    probes = _probes(list_at(t.get("probes", [{"name": "none"}]), "probes"), each)
     victims = _victims(t, seed, each, [p.label for p in probes])
-    attacks = _attacks(_list(t.get("attacks") or [], "attacks"), seed, victims, each)
+    attacks = _attacks(list_at(t.get("attacks") or [], "attacks"), seed, victims, each)
     return RunSpec(
-        name=name, seed=seed, out=_value(t.get("out", f"runs/{name}"), str, "out"), data=data, victims=victims,
+        name=name, seed=seed, out=value_at(t.get("out", f"runs/{name}"), str, "out"), data=data, victims=victims,
         attacks=attacks, probes=probes,
-        eval=EvalParams(**bind(EvalParams, _mapping(t.get("eval") or {}, "eval"), "eval", what="section 'eval'")),
-        trainer=TrainerParams(**bind(TrainerParams, _mapping(t.get("trainer") or {}, "trainer"), "trainer",
+        eval=EvalParams(**bind(EvalParams, mapping_at(t.get("eval") or {}, "eval"), "eval", what="section 'eval'")),
+        trainer=TrainerParams(**bind(TrainerParams, mapping_at(t.get("trainer") or {}, "trainer"), "trainer",
                                      what="section 'trainer'")),
-        logger=LoggerParams(**bind(LoggerParams, _mapping(t.get("logger") or {}, "logger"), "logger",
+        logger=LoggerParams(**bind(LoggerParams, mapping_at(t.get("logger") or {}, "logger"), "logger",
                                    what="section 'logger'")),
         seeds=seeds, source={k: v for k, v in t.items() if k != "seed"} if seeds else None)
 
@@ -168,17 +169,17 @@ def _data(raw: Dict[str, Any], each: Dict[str, Any]) -> DataSpec:
 
 # -- probes
 def _probes(raw: List[Any], each: Dict[str, Any]) -> List[ProbeSpec]:
-    out = [_probe(p, f"probes.{i}", _mapping(each.get("probes") or {}, "each.probes")) for i, p in enumerate(raw)]
-    _unique([p.label for p in out], "probes", "two probes are labelled '{}'; give one a distinct 'label'")
+    out = [_probe(p, f"probes.{i}", mapping_at(each.get("probes") or {}, "each.probes")) for i, p in enumerate(raw)]
+    unique_at([p.label for p in out], "probes", "two probes are labelled '{}'; give one a distinct 'label'")
     return out
 
 
 def _probe(raw: Any, key: str, each: Optional[Dict[str, Any]] = None) -> ProbeSpec:
-    raw = {"name": raw} if isinstance(raw, str) else _mapping(raw, key)
+    raw = {"name": raw} if isinstance(raw, str) else mapping_at(raw, key)
     if "name" not in raw:
         raise UserError(f"key '{key}.name' is missing; allowed: none, {', '.join(PROBES.names())}")
-    name = _value(raw["name"], str, f"{key}.name")
-    label = _label(raw.get("label", name), f"{key}.label")
+    name = value_at(raw["name"], str, f"{key}.name")
+    label = label_at(raw.get("label", name), f"{key}.label")
     if name == "none":
         extra = [k for k in raw if k not in ("name", "label")]
         if extra:
@@ -191,11 +192,11 @@ def _probe(raw: Any, key: str, each: Optional[Dict[str, Any]] = None) -> ProbeSp
 
 # -- victims
 def _victims(t: Dict[str, Any], seed: int, each: Dict[str, Any], probe_labels: Sequence[str]) -> List[VictimSpec]:
-    raw = [_mapping(v, f"victims.{i}") for i, v in enumerate(_list(t.get("victims", [DEFAULT_VICTIM]), "victims"))]
+    raw = [mapping_at(v, f"victims.{i}") for i, v in enumerate(list_at(t.get("victims", [DEFAULT_VICTIM]), "victims"))]
     recipes = t.get("victim_recipes")
     if recipes is not None:
-        raw = _expand_recipes(raw, _list(recipes, "victim_recipes"))
-    each_v = _mapping(each.get("victims") or {}, "each.victims")
+        raw = _expand_recipes(raw, list_at(recipes, "victim_recipes"))
+    each_v = mapping_at(each.get("victims") or {}, "each.victims")
     out = []
     for i, v in enumerate(raw):
         key = f"victims.{i}"
@@ -204,7 +205,7 @@ def _victims(t: Dict[str, Any], seed: int, each: Dict[str, Any], probe_labels: S
         cls = VICTIMS.get(_registered(VICTIMS, v["name"], f"{key}.name"))
         v = {**v, **{k: x for k, x in each_v.items() if k in _victim_keys(cls)}}
         out.append(_victim(v, cls, key, seed, probe_labels))
-    _unique([v.label for v in out], "victims", "two victims are labelled '{}'; give one a distinct 'label', e.g. "
+    unique_at([v.label for v in out], "victims", "two victims are labelled '{}'; give one a distinct 'label', e.g. "
                                                "'{{model}}/{{name}}+adv'")
     return out
 
@@ -237,7 +238,7 @@ def _victim(v: Dict[str, Any], cls, key: str, seed: int, probe_labels: Sequence[
             if p not in probe_labels:
                 raise UserError(f"key '{key}.probes.{j}': '{p}' is not the label of a probe of this recipe; "
                                 f"allowed: {', '.join(probe_labels)}")
-    return VictimSpec(name, _label(label, f"{key}.label", slash=True), model, params, finetune, probes)
+    return VictimSpec(name, label_at(label, f"{key}.label", slash=True), model, params, finetune, probes)
 
 
 def _expand_recipes(victims: List[Dict[str, Any]], recipes: List[Any]) -> List[Dict[str, Any]]:
@@ -247,7 +248,7 @@ def _expand_recipes(victims: List[Dict[str, Any]], recipes: List[Any]) -> List[D
     changes = []
     for i, r in enumerate(recipes):
         key = f"victim_recipes.{i}"
-        change = {"name": r} if isinstance(r, str) else _mapping(r, key)
+        change = {"name": r} if isinstance(r, str) else mapping_at(r, key)
         if "name" in change:
             _registered(VICTIMS, change["name"], f"{key}.name")
         for k in change:
@@ -272,11 +273,11 @@ def _expand_recipes(victims: List[Dict[str, Any]], recipes: List[Any]) -> List[D
 
 # -- attacks
 def _attacks(raw: List[Any], seed: int, victims: List[VictimSpec], each: Dict[str, Any]) -> List[AttackSpec]:
-    each_a = _mapping(each.get("attacks") or {}, "each.attacks")
-    each_s = _mapping(each.get("surrogates") or {}, "each.surrogates")
-    out = [_attack(_mapping(a, f"attacks.{i}"), f"attacks.{i}", seed, victims, each_a, each_s)
+    each_a = mapping_at(each.get("attacks") or {}, "each.attacks")
+    each_s = mapping_at(each.get("surrogates") or {}, "each.surrogates")
+    out = [_attack(mapping_at(a, f"attacks.{i}"), f"attacks.{i}", seed, victims, each_a, each_s)
            for i, a in enumerate(raw)]
-    _unique([a.label for a in out], "attacks", "two attacks are labelled '{}'; give one a distinct 'label'")
+    unique_at([a.label for a in out], "attacks", "two attacks are labelled '{}'; give one a distinct 'label'")
     return out
 
 
@@ -313,8 +314,8 @@ def _attack(a: Dict[str, Any], key: str, seed: int, victims: List[VictimSpec], e
         if k in LOOP_SECTIONS:
             raise UserError(f"key '{key}.{k}': applies to {SECTION_TEXT[LOOP_SECTIONS[k]]}; '{name}' is not one")
         raise UserError(f"key '{key}.{k}': not a key of attack '{name}'; allowed: {', '.join(allowed)}")
-    label = _label(a.get("label", name), f"{key}.label")
-    attack_seed = seed if a.get("seed") is None else _value(a["seed"], int, f"{key}.seed")
+    label = label_at(a.get("label", name), f"{key}.label")
+    attack_seed = seed if a.get("seed") is None else value_at(a["seed"], int, f"{key}.seed")
     loop_values = {**cls.loop_defaults, **{k: v for k, v in a.items() if k in LOOP_SECTIONS}}
     loop = LoopParams(**bind(LoopParams, loop_values, key, what=f"attack '{name}'"))
     params = bind(cls, {k: v for k, v in a.items() if k in declared(cls)}, key, what=f"attack '{name}'")
@@ -336,8 +337,8 @@ def _surrogates(raw: Any, key: str, seed: int, victims: List[VictimSpec], each: 
         base = dataclasses.asdict(victims[0].model)
         return [_model({**base, **{k: v for k, v in each.items() if k in MODEL_KEYS}}, f"{key}.0", seed)]
     out = []
-    for i, s in enumerate(_list(raw, key)):
-        s = {"name": s} if isinstance(s, str) else _mapping(s, f"{key}.{i}")
+    for i, s in enumerate(list_at(raw, key)):
+        s = {"name": s} if isinstance(s, str) else mapping_at(s, f"{key}.{i}")
         s = {**s, **{k: v for k, v in each.items() if k in MODEL_KEYS}}
         out.append(_model(s, f"{key}.{i}", seed))
     return out
@@ -368,7 +369,7 @@ def _eot_problem(p: ProbeSpec) -> Optional[str]:
 # -- models
 def _model(raw: Dict[str, Any], key: str, seed: int, name_key: str = "name") -> ModelSpec:
     values = bind(ModelSpec, raw, key, what="a model")
-    values["name"] = _value(values["name"], str, f"{key}.{name_key}")
+    values["name"] = value_at(values["name"], str, f"{key}.{name_key}")
     try:
         resolve_model_name(values["name"])
     except UserError as err:
@@ -385,84 +386,3 @@ def _registered(registry, name: Any, key: str, extra: Sequence[str] = ()) -> str
     if not isinstance(name, str) or name not in registry:
         raise UserError(f"key '{key}': {registry.unknown_message(str(name))}")
     return name
-
-
-def _mapping(value: Any, key: str) -> Dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise UserError(f"key '{key}': expected a mapping, got {value!r}")
-    bad = [k for k in value if not isinstance(k, str)]
-    if bad:
-        raise UserError(f"key '{key}.{bad[0]}': keys must be names")
-    return dict(value)
-
-
-def _list(value: Any, key: str) -> List[Any]:
-    if isinstance(value, (str, Mapping)) or not isinstance(value, (list, tuple)):
-        if isinstance(value, str) and key == "victim_recipes":
-            return [value]
-        raise UserError(f"key '{key}': expected a list, got {value!r}")
-    return list(value)
-
-
-def _value(value: Any, tp: type, key: str) -> Any:
-    try:
-        return coerce(value, tp)
-    except ValueError as err:
-        raise UserError(f"key '{key}': {err}") from None
-
-
-def coerce_list(value: Any, key: str, tp: type = str) -> List[Any]:
-    return _value(value, List[tp], key)
-
-
-def _label(value: Any, key: str, slash: bool = False) -> str:
-    """Row labels name files and W&B runs: printable, no path separators beyond a victim's model/name."""
-    label = _value(value, str, key)
-    check = label.replace("/", "_") if slash else label
-    if not label or not LABEL_SAFE.match(check) or (not slash and "/" in label):
-        raise UserError(f"key '{key}': '{label}' is not a usable label (letters, digits, . _ - + and spaces)")
-    return label
-
-
-def _unique(labels: List[str], key: str, message: str) -> None:
-    seen = set()
-    for label in labels:
-        if label in seen:
-            raise UserError(f"key '{key}': " + message.format(label))
-        seen.add(label)
-
-
-# ---------------------------------------------------------------------------------------------- writing back
-def to_tree(spec: RunSpec) -> Dict[str, Any]:
-    """The spec as a recipe mapping (every default written out); ``resolve(to_tree(s)) == s``. A recipe with a
-    seed axis is written as it was given (its seeds resolve each seed's tree again)."""
-    if spec.seeds:
-        return {**spec.source, "seed": spec.seed, "seeds": spec.seeds}
-    return {
-        "name": spec.name, "seed": spec.seed, "out": spec.out,
-        "data": {"name": spec.data.name, **spec.data.params, **spec.data.checks},
-        "victims": [victim_tree(v) for v in spec.victims],
-        "attacks": [attack_tree(a) for a in spec.attacks],
-        "probes": [probe_tree(p) for p in spec.probes],
-        "eval": dataclasses.asdict(spec.eval), "trainer": dataclasses.asdict(spec.trainer),
-        "logger": dataclasses.asdict(spec.logger),
-    }
-
-
-def probe_tree(p: ProbeSpec) -> Dict[str, Any]:
-    return {"name": p.name, "label": p.label, **p.params}
-
-
-def victim_tree(v: VictimSpec) -> Dict[str, Any]:
-    model = dataclasses.asdict(v.model)
-    return {"name": v.name, "label": v.label, "model": model.pop("name"), **model, **v.params,
-            **dataclasses.asdict(v.finetune), "probes": v.probes}
-
-
-def attack_tree(a: AttackSpec) -> Dict[str, Any]:
-    sections = attack_sections(a.attack_class)
-    loop = {k: v for k, v in dataclasses.asdict(a.loop).items() if LOOP_SECTIONS[k] in sections}
-    if "eot" in loop:
-        loop["eot"] = [probe_tree(p) for p in a.eot]
-    return {"name": a.name, "label": a.label, "surrogates": [dataclasses.asdict(s) for s in a.surrogates],
-            "weights": a.weights, "seed": a.seed, **loop, **a.params}

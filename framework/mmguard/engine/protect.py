@@ -23,7 +23,8 @@ import torch
 
 from mmguard.attacks.hotflip import admissible_rule
 from mmguard.config.sections import TrainerParams
-from mmguard.config.spec import AttackSpec, attack_tree
+from mmguard.config.spec import AttackSpec
+from mmguard.config.tree import attack_tree
 from mmguard.core.errors import UserError
 from mmguard.core.io import atomic_write_json
 from mmguard.core.registry import ATTACKS, PROBES

@@ -32,9 +32,10 @@ from mmguard.core.errors import UserError
 from mmguard.data.sample import Sample
 from mmguard.engine.state import StateDir, derived_seed, generator
 from mmguard.engine.store import Budget
+from mmguard.engine.round_batches import Ids, RoundBatches
+from mmguard.engine.surrogate import (ADAPTER, answer_accuracy, keep_tapped_layers, lora_params, lora_state,
+                                     reset_lora)
 from mmguard.victims.lora import inject_lora
-
-ADAPTER = "surrogate"
 
 
 class ProtectionModule(L.LightningModule):
@@ -210,17 +211,6 @@ class ProtectionModule(L.LightningModule):
         """The clean passes of a micro-batch: the batch's own when it is the whole batch."""
         return cleans if len(part) == len(samples) else self.clean_passes(part)
 
-    def lora_params(self, adapter) -> List[torch.nn.Parameter]:
-        return [p for n, p in adapter.model.named_parameters() if "lora_" in n and f".{ADAPTER}" in n]
-
-    def lora_state(self, adapter) -> Dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in adapter.model.named_parameters() if "lora_" in n and f".{ADAPTER}" in n}
-
-    def _reset_lora(self, adapter) -> None:
-        for m in adapter.model.modules():
-            if hasattr(m, "reset_lora_parameters") and ADAPTER in getattr(m, "lora_A", {}):
-                m.reset_lora_parameters(ADAPTER, True)
-
     # ------------------------------------------------------------ Lightning
     def on_fit_start(self) -> None:
         for a, pinned in zip(self.surrogates, self.pinned):
@@ -250,7 +240,7 @@ class ProtectionModule(L.LightningModule):
         barrier()
 
     def configure_optimizers(self):
-        return [torch.optim.AdamW(self.lora_params(a), lr=self.loop.lora_lr) for a in self.surrogates]
+        return [torch.optim.AdamW(lora_params(a), lr=self.loop.lora_lr) for a in self.surrogates]
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(Ids(), batch_sampler=RoundBatches(self), collate_fn=list)
@@ -271,7 +261,7 @@ class ProtectionModule(L.LightningModule):
             for a, t in zip(self.surrogates, self.state.load_adapters(self.round - 1, n)):
                 a.model.load_state_dict(t, strict=False)
         self.adapt_surrogates()
-        self.state.save_adapters(self.round, [self.lora_state(a) for a in self.surrogates])
+        self.state.save_adapters(self.round, [lora_state(a) for a in self.surrogates])
         self.trainer.strategy.barrier()
 
     def adapt_surrogates(self) -> None:
@@ -284,8 +274,8 @@ class ProtectionModule(L.LightningModule):
         pick = generator(self.seed, 2, self.round, self.rank)
         for a, opt in zip(self.surrogates, optimizers):
             if self.loop.reinit:
-                self._reset_lora(a)
-            params = self.lora_params(a)
+                reset_lora(a)
+            params = lora_params(a)
             opt.optimizer.state.clear()  # a fresh optimizer each round
             for p in params:
                 p.requires_grad_(True)
@@ -444,52 +434,3 @@ class ProtectionModule(L.LightningModule):
             correct = self.trainer.strategy.reduce(correct.to(self.device), reduce_op="sum").cpu()
             accs.append(float(correct[0] / correct[1].clamp_min(1)))
         return min(accs)
-
-
-def keep_tapped_layers(adapter, layers: Sequence[int]) -> None:
-    """Gradient checkpointing recomputes a layer's forward in the backward pass, after the attention tap has been
-    taken off; the few layers the objective taps (the first |K|) keep their activations instead."""
-    tapped = [adapter.attention_modules[k] for k in layers]
-    for module in adapter.model.modules():
-        if getattr(module, "gradient_checkpointing", False) and any(
-                t is m for t in tapped for m in module.modules()):
-            module.gradient_checkpointing = False
-
-
-class Ids(torch.utils.data.Dataset):
-    """The loop's data set is the sample ids themselves (the module reads each sample when its batch comes)."""
-
-    def __getitem__(self, sample_id: str) -> str:
-        return sample_id
-
-
-class RoundBatches(torch.utils.data.Sampler):
-    """This rank's batches of the current round: its samples in an order drawn from (seed, round, rank); a resumed
-    round starts at the first batch not yet done."""
-
-    def __init__(self, module: ProtectionModule):
-        self.module = module
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.module.own_ids()) / self.module.loop.batch_size)
-
-    def __iter__(self):
-        m = self.module
-        own = m.own_ids()
-        round_ = m.first_round + m.current_epoch
-        order = torch.randperm(len(own), generator=generator(m.seed, 0, round_, m.rank)).tolist()
-        size = m.loop.batch_size
-        start = m.start_batch if m.current_epoch == 0 else 0
-        for b in range(start, len(self)):
-            yield [own[i] for i in order[b * size:(b + 1) * size]]
-
-
-def answer_accuracy(adapter, samples: Sequence[Sample], triggers: Sequence[Optional[str]],
-                    images: Sequence[torch.Tensor], offsets: Sequence[Optional[int]]) -> torch.Tensor:
-    """(B,) 1.0 where teacher-forced argmax predicts every answer token: the stop rule's train accuracy."""
-    encoded = [adapter.encode(s, trigger=t, trigger_at=o) for s, t, o in zip(samples, triggers, offsets)]
-    batch = adapter.to_device(adapter.collate(encoded, images))
-    with torch.no_grad():
-        answers = adapter.answer_logits(batch)
-    wrong = (answers.logits.argmax(-1) != answers.targets).float()
-    return (wrong.new_zeros(answers.batch_size).index_add(0, answers.sample, wrong) == 0).float().cpu()

@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmguard.config.flatten import row_config
 from mmguard.config.recipe import dump
-from mmguard.config.spec import (AttackSpec, DataSpec, ProbeSpec, RunSpec, VictimSpec, attack_tree, probe_tree,
-                                 to_tree, victim_tree)
+from mmguard.config.spec import AttackSpec, DataSpec, ProbeSpec, RunSpec, VictimSpec
+from mmguard.config.tree import attack_tree, probe_tree, to_tree, victim_tree
 from mmguard.core.errors import UserError
 from mmguard.core.io import atomic_write_json, atomic_write_text
 from mmguard.core.registry import PROBES, VICTIMS
