@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from taskpool import Task, cell_tasks, protection_tasks, schedule  # noqa: E402
+from taskpool import SharedFits, Task, cell_tasks, protection_tasks, schedule  # noqa: E402
 
 BASE = ROOT / "recipes" / "ablation" / "binding.yaml"
 DEBUG = ROOT / "recipes" / "debug.yaml"
@@ -85,12 +85,15 @@ def plan(specs, runs: Path) -> Tuple[List[Task], Dict]:
     tasks, keys = protection_tasks(specs, protected)
     blackbox = {v["label"] for v in variants() if v["lambda_bind"] in BLACKBOX_LAMBDAS
                 and (v["attack"] == "multimodal" or v["label"].endswith("_default"))}
+    shared = SharedFits()  # mix's clean fit is none's
     for rank, spec in enumerate(specs):
         for v in spec.victims:
             attacks = [a for a in spec.attacks if v.label == WHITEBOX or a.label in blackbox]
             for p in spec.probes_of(v):
                 out = runs / f"seed-{spec.seed}" / f"{v.label}__{p.label}".replace("/", "_")
-                tasks += cell_tasks(spec, v, p, attacks, out, protected, keys, f"{spec.seed}:{v.label}:{p.label}")
+                tag = f"{spec.seed}:{v.label}:{p.label}"
+                tasks += cell_tasks(spec, v, p, attacks, out, protected, keys, tag,
+                                    shares=shared.shares(spec, v, p, out, tag))
         for t in tasks:
             if t.rank is None:
                 t.rank = rank  # seed by seed: the first seeds finish first

@@ -39,13 +39,14 @@ def protect_task(cfg, label: str, folder: Path) -> Dict:
             "rounds": ps.summary["rounds"]}
 
 
-def cell_task(cfg, out: Path, reuse: Path) -> Dict:
-    """The rows of one cell recipe (one victim, one probe), in its own run folder; protected sets from
-    ``reuse``. Run again on the same folder, finished rows are kept (the clean fit of the first pass)."""
+def cell_task(cfg, out: Path, reuse: Sequence[Path]) -> Dict:
+    """The rows of one cell recipe (one victim, one probe), in its own run folder; protected sets and clean fits
+    from the folders ``reuse``. Run again on the same folder, finished rows are kept (the clean fit of the first
+    pass)."""
     from mmguard.engine.runner import Runner
 
     t0 = time.time()
-    runner = Runner(cfg, str(out), reuse=[reuse])
+    runner = Runner(cfg, str(out), reuse=list(reuse))
     res = runner.run()
     return {"rows": res["rows"], "seconds": round(time.time() - t0, 1)}
 
@@ -85,16 +86,46 @@ def protection_tasks(cfgs, folder: Path) -> Tuple[List[Task], Dict[Tuple[str, st
 
 
 def cell_tasks(cfg, victim, probe, attacks, out: Path, protected: Path, keys: Dict[Tuple[str, str], str],
-               tag: str) -> List[Task]:
+               tag: str, shares: Optional[Tuple[str, Path]] = None) -> List[Task]:
     """A cell's clean fit, then (once it and the releases it needs are done) its attacks' fits, both in run
-    folder ``out`` (the second pass keeps the first's clean row)."""
+    folder ``out`` (the second pass keeps the first's clean row). ``shares``: (task id, run folder) of another
+    cell's clean fit that is this one's too (``engine/fitkey.py``): this clean task waits for it and reads its row
+    back instead of fitting."""
     cost = fit_cost(cfg, victim, probe)
-    clean = Task(f"clean:{tag}", cell_task, (cell_spec(cfg, victim, probe, []), out, protected), set(), cost)
+    reuse = [protected] + ([shares[1]] if shares else [])
+    clean = Task(f"clean:{tag}", cell_task, (cell_spec(cfg, victim, probe, []), out, reuse),
+                 {shares[0]} if shares else set(), 1.0 if shares else cost)
     if not attacks:
         return [clean]
     deps = {clean.id} | {keys[(cfg.name, a.label)] for a in attacks}
-    return [clean, Task(f"attacks:{tag}", cell_task, (cell_spec(cfg, victim, probe, attacks), out, protected), deps,
+    return [clean, Task(f"attacks:{tag}", cell_task, (cell_spec(cfg, victim, probe, attacks), out, reuse), deps,
                         cost * len(attacks))]
+
+
+class SharedFits:
+    """Which cells' clean fits are one computation (``engine/fitkey.py``): the first cell of each fit key makes
+    it, the later ones read its row back."""
+
+    def __init__(self):
+        self.first: Dict[str, Tuple[str, Path]] = {}
+        self._train: Dict[str, list] = {}
+
+    def shares(self, cfg, victim, probe, out: Path, tag: str) -> Optional[Tuple[str, Path]]:
+        """(task id, folder) of the earlier cell whose clean fit is this cell's, or None (this cell fits)."""
+        from mmguard.engine.fitkey import clean_fit_hash
+        from mmguard.engine.preflight import load_data
+        from mmguard.engine.protect import spec_hash
+
+        data = spec_hash({"name": cfg.data.name, **cfg.data.params})
+        if data not in self._train:
+            self._train[data] = load_data(cfg.data)["train"]
+        key = clean_fit_hash(cfg, victim, probe, self._train[data])
+        if key is None:
+            return None
+        if key in self.first:
+            return self.first[key]
+        self.first[key] = (f"clean:{tag}", out)
+        return None
 
 
 def schedule(tasks: Sequence[Task], jobs: int, threads: int, on_done: Callable[[Task, Dict], None]) -> None:

@@ -25,7 +25,7 @@ from typing import Dict, List, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from taskpool import Task, cell_tasks, protection_tasks, schedule  # noqa: E402
+from taskpool import SharedFits, Task, cell_tasks, protection_tasks, schedule  # noqa: E402
 THREATS = [ROOT / "recipes" / "threat" / f"{t}.yaml" for t in ("whitebox", "graybox", "blackbox")]
 MATRIX = ROOT / "recipes" / "threat" / "matrix.yaml"
 DEBUG = ROOT / "recipes" / "debug.yaml"  # --quick: the smoke-run overlay
@@ -58,15 +58,19 @@ def check_coverage(cfgs: Sequence) -> None:
 
 def plan(cfgs, runs: Path) -> Tuple[List[Task], Dict]:
     """The tasks of the whole matrix (``cfgs``: (threat, seed, recipe) triples). An attack whose spec and train set
-    two threats share is protected once (white- and gray-box protect with the same surrogate); every cell is its
-    own run folder, so the cells of one threat spread over the workers."""
+    two threats share is protected once (white- and gray-box protect with the same surrogate), and a clean fit
+    that several probes share once; every cell is its own run folder, so the cells of one threat spread over the
+    workers."""
     protected = runs / "protected"
     tasks, keys = protection_tasks([cfg for _, _, cfg in cfgs], protected)
+    shared = SharedFits()  # a probe that leaves the clean set as it is (mix, question_strip, ...) shares none's fit
     for threat, seed, cfg in cfgs:
         for v in cfg.victims:
             for p in cfg.probes_of(v):
                 out = runs / threat / f"seed-{seed}" / f"{v.label}__{p.label}".replace("/", "_")
-                for t in cell_tasks(cfg, v, p, cfg.attacks, out, protected, keys, f"{cfg.name}:{v.label}:{p.label}"):
+                tag = f"{cfg.name}:{v.label}:{p.label}"
+                for t in cell_tasks(cfg, v, p, cfg.attacks, out, protected, keys, tag,
+                                    shares=shared.shares(cfg, v, p, out, tag)):
                     t.rank = seed  # seed by seed: the first seed's matrix is whole first
                     tasks.append(t)
     for t in tasks:

@@ -81,7 +81,7 @@ def cmd_report(args) -> int:
 def cmd_protect(args) -> int:
     """Protect the recipe's train split with its first attack (or ``--attack LABEL``) and write the data set."""
     from mmguard.engine import distributed
-    from mmguard.engine.runner import protect_recipe
+    from mmguard.engine.commands import protect_recipe
 
     ps = protect_recipe(_spec(args), args.out, args.attack, overwrite=args.overwrite, shard=_shard(args.shard))
     if distributed.rank() != 0:
@@ -110,7 +110,7 @@ def _shard(text):
 
 def cmd_merge(args) -> int:
     """``mmguard merge DIR``: the shards of an array job as one release in DIR."""
-    from mmguard.engine.runner import merge_shards
+    from mmguard.engine.commands import merge_shards
 
     out = merge_shards(args.run_dir)
     print(f"wrote {out}/data.json (merged from {out}/shards)")
@@ -120,7 +120,7 @@ def cmd_merge(args) -> int:
 def cmd_finetune(args) -> int:
     """Fine-tune the recipe's first victim on a data set on disk (e.g. a protected one) and evaluate it on the
     recipe's clean test split."""
-    from mmguard.engine.runner import finetune_recipe
+    from mmguard.engine.commands import finetune_recipe
 
     res = finetune_recipe(_spec(args), args.out, args.train, args.name)
     from mmguard.engine import distributed
@@ -132,7 +132,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from mmguard.engine.runner import evaluate_recipe
+    from mmguard.engine.commands import evaluate_recipe
 
     spec = _spec(args)
     res = evaluate_recipe(spec, args.weights, args.out, args.name)

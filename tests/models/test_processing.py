@@ -155,3 +155,29 @@ def test_native_size_is_bit_identical(name):
     loss = sum((v * torch.randn(v.shape, generator=g)).sum() for k, v in sorted(out.items()) if v.is_floating_point())
     loss.backward()
     assert digest({str(i): x.grad for i, x in enumerate(images)}) == NATIVE_GRADIENTS[name]
+
+
+@pytest.mark.parametrize("size", [(32, 32), (35, 32), (336, 448)], ids=["32x32", "35x32", "336x448"])
+@pytest.mark.parametrize("name", BASE)
+def test_a_stack_of_one_size_processes_as_each_image_alone(name, size):
+    """``process`` may run images of one size as one stack (``batched_preprocess``): the same inputs, bit for
+    bit, and the same pixel gradients as preprocessing each image on its own."""
+    from mmguard.models.processing import quantize_ste
+
+    a = adapter_for(name)
+
+    def run(stacked):
+        images = [pil_to_tensor(random_image(*size, seed=s)).requires_grad_() for s in range(3)]
+        if stacked:
+            out = a.process(images)
+        else:
+            out = a.batch_pixel_inputs([a.preprocess(quantize_ste(x), a.layout(*size)) for x in images])
+        g = torch.Generator().manual_seed(7)
+        sum((v * torch.randn(v.shape, generator=g)).sum() for k, v in sorted(out.items())
+            if v.is_floating_point()).backward()
+        return out, [x.grad for x in images]
+
+    (out, grads), (ref, ref_grads) = run(True), run(False)
+    assert sorted(out) == sorted(ref)
+    assert all(torch.equal(out[k], ref[k]) for k in ref)
+    assert all(torch.equal(g, r) for g, r in zip(grads, ref_grads))

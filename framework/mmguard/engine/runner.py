@@ -1,4 +1,5 @@
-"""``mmguard run`` and its single-step siblings: the benchmark of a recipe, row by row, as results.json / .md.
+"""``mmguard run``: the benchmark of a recipe, row by row, as results.json / .md (the single-step commands are in
+``engine/commands.py``).
 
 Rows: zero_shot (no fine-tuning), clean (fine-tuned on the clean train set), and one per attack, for every
 victim x probe (a victim's ``probes`` narrows its probes). Each attack's protected set is computed once and
@@ -22,17 +23,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmguard.config.flatten import row_config
 from mmguard.config.recipe import dump
-from mmguard.config.spec import AttackSpec, DataSpec, ProbeSpec, RunSpec, VictimSpec
+from mmguard.config.spec import AttackSpec, ProbeSpec, RunSpec, VictimSpec
 from mmguard.config.tree import attack_tree, probe_tree, to_tree, victim_tree
-from mmguard.core.errors import UserError
 from mmguard.core.io import atomic_write_json, atomic_write_text
 from mmguard.core.registry import PROBES, VICTIMS
 from mmguard.data.sample import Sample
 from mmguard.engine import distributed
 from mmguard.engine.finetune import evaluate, finetune
+from mmguard.engine.fitkey import clean_fit_hash, find_clean_fit, run_rows
 from mmguard.engine.models import build_adapter
 from mmguard.engine.preflight import check_surrogates, check_writable, load_data
-from mmguard.engine.protect import ProtectedSet, merge, protect, protection_hash, read_protected, spec_hash
+from mmguard.engine.protect import ProtectedSet, protect, protection_hash, read_protected, spec_hash
 from mmguard.engine.runfolder import RunFolder, data_folders
 from mmguard.engine.tracking import Tracking
 from mmguard.metrics.table import markdown_table, results_markdown, seed_table
@@ -153,6 +154,30 @@ class Runner:
         result["checkpoint"] = ckpt
         return result
 
+    def read_back_clean(self, v: VictimSpec, probe: ProbeSpec, digest: str, fit: Optional[str]) -> Optional[Dict]:
+        """The clean row of (v, probe) from a finished fit that is the same computation, in this run or a ``reuse``
+        run folder (``engine/fitkey.py``), with its predictions; None when there is none."""
+        shared = find_clean_fit(fit, [(self.out, self.rows), *((f, run_rows(f)) for f in self.reuse)])
+        if shared is None:
+            return None
+        row, folder = shared
+        tag, source = f"{v.label}__{probe.label}", f"{row['victim']}__{row['probe']}"
+        with self.tracking.row(f"clean__{tag}", "finetune", row_config(self.spec, "clean", v.label, probe.label)) as run:
+            clean = self.row("clean", v.label, probe.label, row["accuracy"], row["accuracy"], seconds=0.0,
+                             spec_hash=digest, fit_hash=fit, note=f"the clean fit of probe '{row['probe']}': this "
+                                                                  "probe leaves the clean training set unchanged")
+            self._copy_predictions(folder, f"clean__{source}", f"clean__{tag}")
+            self.add_row(clean)
+            run.log_summary(clean)
+        print(f"[mmguard] clean__{tag}: the same fit as clean__{source}"
+              f"{'' if folder == self.out else f' in {folder}'} (read back)")
+        return clean
+
+    def _copy_predictions(self, folder: Path, source: str, row_name: str) -> None:
+        path = folder / "predictions" / f"{source.replace('/', '_')}.jsonl"
+        if distributed.rank() == 0 and path.is_file():
+            atomic_write_text(self.out / "predictions" / f"{row_name.replace('/', '_')}.jsonl", path.read_text())
+
     def done_with(self, result: Dict) -> None:
         """The row is written: its fine-tune checkpoint is no longer needed (ours to remove)."""
         distributed.barrier()
@@ -240,6 +265,9 @@ class Runner:
         tag = f"{v.label}__{probe.label}"
         digest = self.row_hash(v, probe, None)
         clean = self.finished(("clean", v.label, probe.label), digest)
+        fit = clean_fit_hash(self.spec, v, probe, train) if clean is None else None
+        if clean is None:
+            clean = self.read_back_clean(v, probe, digest, fit)
         if clean is None:
             with self.tracking.row(f"clean__{tag}", "finetune",
                                    row_config(self.spec, "clean", v.label, probe.label)) as run:
@@ -253,7 +281,7 @@ class Runner:
                     self.skip_attacks(v, probe, note)
                     return
                 clean = self.row("clean", v.label, probe.label, res["accuracy"], res["accuracy"],
-                                 seconds=res["seconds"], spec_hash=digest)
+                                 seconds=res["seconds"], spec_hash=digest, fit_hash=fit)
                 self.add_row(clean)
                 run.log_summary(clean)
             self.done_with(res)
@@ -306,79 +334,3 @@ def run_recipe(spec: RunSpec, out: Optional[str] = None, overwrite: bool = False
         print(seed_table(results["rows"]) if spec.seeds else markdown_table(results["rows"]))
         print(f"\nwrote {runner.out / 'results.json'} and {runner.out / 'results.md'}")
     return runner
-
-
-def protect_recipe(spec: RunSpec, out: str, attack_label: Optional[str] = None, overwrite: bool = False,
-                   shard: Optional[Tuple[int, int]] = None) -> ProtectedSet:
-    """``mmguard protect``: the recipe's train split protected by one of its attacks, written to ``out`` (or its
-    slice ``shard`` (i, n) to ``out/shards/i``, for ``mmguard merge``)."""
-    if not spec.attacks:
-        raise UserError("the recipe has no 'attacks' entry to run")
-    labels = [a.label for a in spec.attacks]
-    if attack_label is not None and attack_label not in labels:
-        raise UserError(f"--attack {attack_label}: the recipe's attacks are {', '.join(labels)}")
-    a = spec.attacks[labels.index(attack_label) if attack_label is not None else 0]
-    folder = RunFolder(Path(out), spec.name, "protect", data_folders(spec.data.params), overwrite)
-    folder.check()
-    check_writable(Path(out))
-    train = load_data(spec.data)["train"]
-    check_surrogates(spec)
-    folder.claim()
-    distributed.barrier()
-    target = Path(out) if shard is None else Path(out) / "shards" / str(shard[0])
-    return protect(a, train, target, state_dir=target / "state", trainer=spec.trainer, shard=shard)
-
-
-def merge_shards(run_dir: str) -> Path:
-    """``mmguard merge DIR``: the shards of ``mmguard protect --shard I/N --out DIR`` as one release in DIR."""
-    return merge(Path(run_dir))
-
-
-def finetune_recipe(spec: RunSpec, out: Optional[str] = None, train_file: Optional[str] = None,
-                    name: str = "finetune") -> Dict:
-    """``mmguard finetune``: the recipe's first victim on a data set on disk (e.g. a protected one), evaluated on
-    the recipe's clean test split; its row is added to ``out``'s results (earlier rows are kept)."""
-    runner = Runner(spec, out)
-    data = runner.prepare()
-    train, test = data["train"], data["test"]
-    if train_file:
-        train = load_data(DataSpec("llava_json", {"train": train_file}, spec.data.checks), need=("train",))["train"]
-    v = spec.victims[0]
-    res = runner.fit_and_eval(v, train, test, f"{name}__{v.label}")
-    runner.add_row(runner.row(name, v.label, "none", res["accuracy"], None, train=train_file))
-    runner.done_with(res)
-    return res
-
-
-def evaluate_recipe(spec: RunSpec, weights: Optional[str] = None, out: Optional[str] = None,
-                    name: str = "evaluate") -> Dict:
-    """``mmguard evaluate``: the recipe's first victim model (zero-shot, or with ``weights`` loaded strictly);
-    with ``out``, its row is added to that run folder's results."""
-    v = spec.victims[0]
-    runner = Runner(spec, out) if out else None
-    test = runner.prepare()["test"] if runner else load_data(spec.data)["test"]
-    adapter = build_adapter(v.model)
-    if weights:
-        load_weights(adapter, weights)
-    res = evaluate(adapter, test, max_new_tokens=spec.eval.max_new_tokens, batch_size=spec.eval.batch_size,
-                   trainer=spec.trainer)
-    if runner is not None:
-        runner._save_predictions(f"{name}__{v.label}", res["predictions"])
-        runner.add_row(runner.row(name, v.label, "none", res["accuracy"], None, weights=weights))
-    return res
-
-
-def load_weights(adapter, path: str) -> None:
-    """Safetensors weights into ``adapter`` strictly: every key must match, or nothing is evaluated."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
-    if not Path(path).is_file():
-        raise UserError(f"--weights {path}: no such file")
-    try:
-        missing, unexpected = load_model(adapter.model, path, strict=False)
-    except (SafetensorError, RuntimeError, OSError) as err:
-        raise UserError(f"--weights {path}: cannot be loaded into {adapter.name} ({err})") from None
-    if missing or unexpected:
-        raise UserError(f"--weights {path} does not fit {adapter.name}: {len(missing)} missing key(s) "
-                        f"{sorted(missing)[:3]}, {len(unexpected)} unexpected {sorted(unexpected)[:3]}")

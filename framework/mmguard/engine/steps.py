@@ -92,6 +92,17 @@ class MaxOverCopies:
         return torch.stack([l_train(module.adapter.answer_logits({**batch, **self.inner.pixels(module, batch, images)}),
                                     reduction="sample_mean") for images in copies])
 
+    def scores(self, module, batch, copies: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+        """(copies, B) per-sample losses without a graph, in one forward pass over the batch repeated once per
+        copy (copy-major): on small models the per-pass overhead, not the samples, is the cost."""
+        if len(copies) == 1:
+            return self.per_copy_losses(module, batch, copies)
+        pixels = self.inner.pixels(module, batch, [x for images in copies for x in images])
+        # what collate_tokens made is (B, L) by contract; the pixel inputs are the copies' own
+        tokens = {k: v.repeat(len(copies), 1) for k, v in batch.items() if k not in pixels and k != "raw_images"}
+        losses = l_train(module.adapter.answer_logits({**tokens, **pixels}), reduction="sample_mean")
+        return losses.view(len(copies), -1)
+
     def __call__(self, module, batch, batch_idx: int) -> torch.Tensor:
         raw = [x.to(module.device) for x in batch["raw_images"]]
         copies = self.copies(raw, self.generator(module.current_epoch, batch_idx))
@@ -100,7 +111,7 @@ class MaxOverCopies:
         # The gradient of a max is the gradient of its argmax: score the copies without a graph, then one
         # forward and backward on each sample's worst copy (the same loss and gradient, a third of the work).
         with torch.no_grad():
-            worst = self.per_copy_losses(module, batch, copies).argmax(0).tolist()
+            worst = self.scores(module, batch, copies).argmax(0).tolist()
         chosen = [copies[k][i] for i, k in enumerate(worst)]
         return self.per_copy_losses(module, batch, [chosen])[0].mean()
 

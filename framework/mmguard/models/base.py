@@ -107,6 +107,10 @@ class LVLMAdapter:
                                                                           "after_answer")}
         self.enable_attention_tap()
 
+    # A family whose ``preprocess`` is resizes, crops and per-pixel maps of (..., 3, H, W), and whose batched inputs
+    # are the per-image ones stacked, says so: ``process`` then runs images of one size as one stack.
+    batched_preprocess = False
+
     # ----------------------------------------------------------------- family hooks
     def template_pieces(self) -> TemplatePieces:
         raise NotImplementedError
@@ -153,6 +157,11 @@ class LVLMAdapter:
     def process(self, images: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Raw pixels in [0, 1] -> model pixel inputs, differentiable (8-bit quantization with a straight-through
         gradient, as the real pipeline sees 8-bit images)."""
+        shapes = {tuple(img.shape) for img in images}
+        if self.batched_preprocess and len(images) > 1 and len(shapes) == 1:
+            # one call on the stack: per image, the Python and dispatch overhead of a small image is the cost
+            h, w = images[0].shape[-2:]
+            return self.preprocess(quantize_ste(torch.stack(list(images))), self.layout(h, w))
         outs = [self.preprocess(quantize_ste(img), self.layout(img.shape[-2], img.shape[-1])) for img in images]
         return self.batch_pixel_inputs(outs)
 

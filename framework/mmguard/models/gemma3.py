@@ -41,6 +41,7 @@ CHAT_TEMPLATE = (
 @register_family("gemma3")
 class Gemma3Adapter(LVLMAdapter):
     family = "gemma3"
+    batched_preprocess = True  # resize, crop, rescale, normalize: all work on a stack
 
     @classmethod
     def tiny(cls, name: str, image_size: int = 32, patch: int = 4, tokens_per_image: int = 16,

@@ -24,6 +24,7 @@ CHAT_TEMPLATE = (
 @register_family("llava")
 class LlavaAdapter(LVLMAdapter):
     family = "llava"
+    batched_preprocess = True  # resize, crop, rescale, normalize: all work on a stack
 
     @classmethod
     def tiny(cls, name: str, image_size: int = 32, patch: int = 8, hidden: int = 64, layers: int = 2):

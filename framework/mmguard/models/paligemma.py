@@ -32,6 +32,7 @@ CHAT_TEMPLATE = (
 @register_family("paligemma")
 class PaliGemmaAdapter(LVLMAdapter):
     family = "paligemma"
+    batched_preprocess = True  # resize, crop, rescale, normalize: all work on a stack
 
     @classmethod
     def tiny(cls, name: str, image_size: int = 32, patch: int = 8, hidden: int = 64, layers: int = 2):
