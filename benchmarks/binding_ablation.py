@@ -93,7 +93,7 @@ def plan(specs, runs: Path) -> Tuple[List[Task], Dict]:
                 out = runs / f"seed-{spec.seed}" / f"{v.label}__{p.label}".replace("/", "_")
                 tag = f"{spec.seed}:{v.label}:{p.label}"
                 tasks += cell_tasks(spec, v, p, attacks, out, protected, keys, tag,
-                                    shares=shared.shares(spec, v, p, out, tag))
+                                    shares=shared.shares(spec, v, p, attacks, out, tag))
         for t in tasks:
             if t.rank is None:
                 t.rank = rank  # seed by seed: the first seeds finish first

@@ -86,45 +86,56 @@ def protection_tasks(cfgs, folder: Path) -> Tuple[List[Task], Dict[Tuple[str, st
 
 
 def cell_tasks(cfg, victim, probe, attacks, out: Path, protected: Path, keys: Dict[Tuple[str, str], str],
-               tag: str, shares: Optional[Tuple[str, Path]] = None) -> List[Task]:
+               tag: str, shares: Optional["Shared"] = None) -> List[Task]:
     """A cell's clean fit, then (once it and the releases it needs are done) its attacks' fits, both in run
-    folder ``out`` (the second pass keeps the first's clean row). ``shares``: (task id, run folder) of another
-    cell's clean fit that is this one's too (``engine/fitkey.py``): this clean task waits for it and reads its row
-    back instead of fitting."""
+    folder ``out`` (the second pass keeps the first's clean row). ``shares``: an earlier cell whose clean fit is
+    this one's too (``engine/fitkey.py``): this cell's clean task waits for it and reads its row back; its attacks'
+    task waits for that cell's too, whose fits are this cell's as well when the probe leaves the protected sets
+    as they are (``whitespace``; read back then, fitted otherwise)."""
     cost = fit_cost(cfg, victim, probe)
-    reuse = [protected] + ([shares[1]] if shares else [])
+    reuse = [protected] + ([shares.out] if shares else [])
     clean = Task(f"clean:{tag}", cell_task, (cell_spec(cfg, victim, probe, []), out, reuse),
-                 {shares[0]} if shares else set(), 1.0 if shares else cost)
+                 {f"clean:{shares.tag}"} if shares else set(), 1.0 if shares else cost)
     if not attacks:
         return [clean]
     deps = {clean.id} | {keys[(cfg.name, a.label)] for a in attacks}
+    if shares and shares.attacks == [a.label for a in attacks]:
+        deps.add(f"attacks:{shares.tag}")
     return [clean, Task(f"attacks:{tag}", cell_task, (cell_spec(cfg, victim, probe, attacks), out, reuse), deps,
                         cost * len(attacks))]
 
 
+@dataclasses.dataclass
+class Shared:
+    tag: str           # the cell whose clean fit is shared: its tasks are clean:<tag> and attacks:<tag>
+    out: Path          # its run folder
+    attacks: List[str]  # the labels of its attacks
+
+
 class SharedFits:
     """Which cells' clean fits are one computation (``engine/fitkey.py``): the first cell of each fit key makes
-    it, the later ones read its row back."""
+    it, the later ones read its row back. The probes are applied to the clean train set here, once per cell."""
 
     def __init__(self):
-        self.first: Dict[str, Tuple[str, Path]] = {}
+        self.first: Dict[str, Shared] = {}
         self._train: Dict[str, list] = {}
 
-    def shares(self, cfg, victim, probe, out: Path, tag: str) -> Optional[Tuple[str, Path]]:
-        """(task id, folder) of the earlier cell whose clean fit is this cell's, or None (this cell fits)."""
-        from mmguard.engine.fitkey import clean_fit_hash
+    def shares(self, cfg, victim, probe, attacks, out: Path, tag: str) -> Optional[Shared]:
+        """The earlier cell whose clean fit is this cell's, or None (this cell fits)."""
+        from mmguard.engine.fitkey import fit_hash, probe_plan
         from mmguard.engine.preflight import load_data
         from mmguard.engine.protect import spec_hash
 
         data = spec_hash({"name": cfg.data.name, **cfg.data.params})
         if data not in self._train:
             self._train[data] = load_data(cfg.data)["train"]
-        key = clean_fit_hash(cfg, victim, probe, self._train[data])
+        train = self._train[data]
+        key = fit_hash(cfg, victim, train, probe_plan(cfg, probe, train, train))
         if key is None:
             return None
         if key in self.first:
             return self.first[key]
-        self.first[key] = (f"clean:{tag}", out)
+        self.first[key] = Shared(tag, out, [a.label for a in attacks])
         return None
 
 

@@ -70,7 +70,7 @@ def plan(cfgs, runs: Path) -> Tuple[List[Task], Dict]:
                 out = runs / threat / f"seed-{seed}" / f"{v.label}__{p.label}".replace("/", "_")
                 tag = f"{cfg.name}:{v.label}:{p.label}"
                 for t in cell_tasks(cfg, v, p, cfg.attacks, out, protected, keys, tag,
-                                    shares=shared.shares(cfg, v, p, out, tag)):
+                                    shares=shared.shares(cfg, v, p, cfg.attacks, out, tag)):
                     t.rank = seed  # seed by seed: the first seed's matrix is whole first
                     tasks.append(t)
     for t in tasks:

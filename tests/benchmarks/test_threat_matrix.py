@@ -53,19 +53,21 @@ def test_threat_matrix_quick(tmp_path):
         for r in rows:
             if r["victim"].endswith("/qlora") and not torch.cuda.is_available():
                 assert r["accuracy"] is None and "qlora" in r["note"]
-            elif r["attack"] == "clean" and "leaves the clean training set unchanged" in (r.get("note") or ""):
-                # a shared clean fit: read back from the cell of probe none, not fitted again
-                none = next(x for x in rows if (x["attack"], x["victim"], x["probe"], x["seed"])
-                            == ("clean", r["victim"], "none", r["seed"]))
-                assert r["seconds"] == 0 and r["accuracy"] == none["accuracy"]
+            elif "read back from" in (r.get("note") or ""):
+                # a shared fit: read back from the cell of probe none (or blur), not fitted again
+                source = r["note"].split("read back from ")[1].split(" ")[0].split(":")[0].split("__")
+                same = next(x for x in rows if (x["attack"], x["victim"], x["probe"], x["seed"])
+                            == (source[0], source[1], source[2], r["seed"]))
+                assert r["seconds"] == 0 and r["accuracy"] == same["accuracy"]
             else:
                 assert 0 <= r["accuracy"] <= 1 and r["seconds"] > 0
                 if r["attack"] != "clean":
                     assert r["delta_acc"] == pytest.approx(r["clean_accuracy"] - r["accuracy"])
-    shared = {r["probe"] for r in res["rows"] if r["threat"] == "blackbox" and r["attack"] == "clean"
-              and r["seconds"] == 0}
-    assert {"mix_0.25", "mix_0.75", "question_strip", "onion", "whitespace"} <= shared
-    assert not shared & {"none", "jpeg_q75", "case", "punctuation", "ueraser", "rcp"}
+    shared = {(r["attack"], r["probe"]) for r in res["rows"] if r["threat"] == "blackbox" and r["seconds"] == 0}
+    assert {("clean", p) for p in ("mix_0.25", "mix_0.75", "question_strip", "onion", "whitespace",
+                                   "blur_whitespace")} <= shared
+    assert {("mmguard_bph", "whitespace"), ("mmguard_bph", "blur_whitespace")} <= shared  # tidy text already
+    assert not {p for _, p in shared} & {"none", "jpeg_q75", "case", "punctuation", "ueraser", "rcp"}
     model = by_threat["whitebox"]["victims"][0]["model"]
     whitebox_cells = {(r["victim"], r["probe"]) for r in res["rows"] if r["threat"] == "whitebox"}
     for recipe in ("lora", "dora", "projector", "projector_lora", "full", "qlora", "full+adv"):

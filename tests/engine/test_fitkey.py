@@ -1,5 +1,5 @@
-"""Shared clean fits: which probes leave the clean fit as it is, that such a fit really is the same computation,
-and that the Runner reads it back (in its own run and from another run folder) instead of fitting again."""
+"""Shared fits: which probes leave a fit as it is, that such a fit really is the same computation, and that the
+Runner reads it back (in its own run and from another run folder) instead of fitting again."""
 import dataclasses
 import json
 
@@ -13,7 +13,7 @@ from mmguard.core.registry import PROBES, VICTIMS
 from mmguard.data.synthetic import generate
 from mmguard.engine import runner as runner_module
 from mmguard.engine.finetune import finetune, quiet_lightning
-from mmguard.engine.fitkey import clean_fit_hash
+from mmguard.engine.fitkey import fit_hash, probe_plan
 from mmguard.engine.runner import Runner
 from mmguard.models import build_model
 
@@ -21,7 +21,7 @@ RECIPE = """
 name: shared
 data: {name: synthetic, types: [colour], n_train: 8, n_test: 6, size: 32}
 victims: [{name: full, model: tiny-llava, pretrained: false, epochs: 1, batch_size: 8}]
-attacks: []
+attacks: [{name: random}]
 probes: [{name: none}, {name: mix, fraction: 0.5}, {name: question_strip}, {name: case}]
 eval: {zero_shot: false, max_new_tokens: 2}
 trainer: {progress_bar: false}
@@ -36,16 +36,23 @@ def spec(tmp_path):
     return load_recipe(path)
 
 
-def test_which_probes_share_the_clean_fit_of_none(spec):
+def key(spec, probe, train):
+    return fit_hash(spec, spec.victims[0], train, probe_plan(spec, probe, train, train))
+
+
+def test_which_probes_share_the_fit_of_another(spec):
     train = generate(8, seed=0, types=("colour",))
-    v = spec.victims[0]
-    key = {p.label: clean_fit_hash(spec, v, p, train) for p in spec.probes}
-    assert key["none"] is not None and key["mix"] == key["question_strip"] == key["none"]
-    assert key["case"] not in (None, key["none"])  # lower-cased questions: another fit
-    for name in ("jpeg", "rcp", "ueraser", "blur"):  # pixels change, or the probe acts during training
-        assert clean_fit_hash(spec, v, ProbeSpec(name=name, label=name), train) is None
-    assert clean_fit_hash(dataclasses.replace(spec, seed=1), v, spec.probes[0], train) != key["none"]
-    assert clean_fit_hash(spec, v, spec.probes[0], generate(8, seed=1, types=("colour",))) != key["none"]
+    keys = {p.label: key(spec, p, train) for p in spec.probes}
+    assert keys["none"] is not None and keys["mix"] == keys["question_strip"] == keys["none"]
+    assert keys["case"] not in (None, keys["none"])  # lower-cased questions: another fit
+    blur = key(spec, ProbeSpec(name="blur", label="blur"), train)
+    assert blur not in (None, keys["none"])  # blurred pixels: another fit ...
+    combo = ProbeSpec(name="blur_whitespace", label="blur_whitespace")
+    assert key(spec, combo, train) == blur  # ... which tidy text adds nothing to
+    for name in ("rcp", "ueraser"):  # random stages re-drawn every epoch, or a training-step augmentation
+        assert key(spec, ProbeSpec(name=name, label=name), train) is None
+    assert key(dataclasses.replace(spec, seed=1), spec.probes[0], train) != keys["none"]
+    assert key(spec, spec.probes[0], generate(8, seed=1, types=("colour",))) != keys["none"]
 
 
 def test_a_probe_that_leaves_the_clean_set_as_it_is_fits_the_same_weights():
@@ -68,7 +75,7 @@ def test_a_probe_that_leaves_the_clean_set_as_it_is_fits_the_same_weights():
     assert not all(torch.equal(none[k], changed[k]) for k in none)  # the comparison can fail
 
 
-def test_the_runner_reads_a_shared_clean_fit_back(spec, tmp_path, monkeypatch):
+def test_the_runner_reads_a_shared_fit_back(spec, tmp_path, monkeypatch):
     fits = []
     real = Runner.fit_and_eval
 
@@ -78,22 +85,32 @@ def test_the_runner_reads_a_shared_clean_fit_back(spec, tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner_module.Runner, "fit_and_eval", counting)
     res = Runner(spec, str(tmp_path / "first")).run()
-    assert fits == ["clean__tiny-llava/full__none", "clean__tiny-llava/full__case"]
-    rows = {r["probe"]: r for r in res["rows"]}
-    for label in ("mix", "question_strip"):
-        assert rows[label]["accuracy"] == rows["none"]["accuracy"] and rows[label]["seconds"] == 0
-        assert rows[label]["fit_hash"] == rows["none"]["fit_hash"] and "'none'" in rows[label]["note"]
-        preds = tmp_path / "first" / "predictions"
-        assert (preds / f"clean__tiny-llava_full__{label}.jsonl").read_text() == \
-            (preds / "clean__tiny-llava_full__none.jsonl").read_text()
-    assert rows["case"]["seconds"] > 0 and "note" not in rows["case"]
+    # random noise carries no trigger: question_strip leaves the protected set as it is too; mix does not
+    assert fits == [f"{row}__tiny-llava/full__{probe}" for row, probe in [
+        ("clean", "none"), ("random", "none"), ("random", "mix"), ("clean", "case"), ("random", "case")]]
+    rows = {(r["attack"], r["probe"]): r for r in res["rows"]}
+    preds = tmp_path / "first" / "predictions"
+    for row, probe in [("clean", "mix"), ("clean", "question_strip"), ("random", "question_strip")]:
+        shared, source = rows[(row, probe)], rows[(row, "none")]
+        assert shared["accuracy"] == source["accuracy"] and shared["seconds"] == 0
+        assert shared["fit_hash"] == source["fit_hash"] and f"read back from {row}__tiny-llava/full__none" in \
+            shared["note"]
+        assert (preds / f"{row}__tiny-llava_full__{probe}.jsonl").read_text() == \
+            (preds / f"{row}__tiny-llava_full__none.jsonl").read_text()
+    assert rows[("random", "question_strip")]["delta_acc"] == \
+        rows[("clean", "question_strip")]["accuracy"] - rows[("random", "question_strip")]["accuracy"]
+    assert rows[("random", "mix")]["seconds"] > 0 and "note" not in rows[("random", "mix")]
+    assert rows[("clean", "case")]["seconds"] > 0 and "note" not in rows[("clean", "case")]
 
-    # another run folder, the probe axis without none: the fit is read from the first run's folder
+    # another run folder, the probe axis without none: the fits are read from the first run's folder (the
+    # release too; a release made again is other files, so its fits are made again)
     fits.clear()
-    only_mix = dataclasses.replace(spec, probes=[spec.probes[1]])
-    second = Runner(only_mix, str(tmp_path / "second"), reuse=[tmp_path / "first"]).run()
-    assert fits == [] and second["rows"][0]["accuracy"] == rows["none"]["accuracy"]
+    only_strip = dataclasses.replace(spec, probes=[spec.probes[2]])
+    second = Runner(only_strip, str(tmp_path / "second"), reuse=[tmp_path / "first", tmp_path / "first" / "protected"]
+                    ).run()
+    assert fits == [] and {r["attack"]: r["accuracy"] for r in second["rows"]} == {
+        "clean": rows[("clean", "none")]["accuracy"], "random": rows[("random", "none")]["accuracy"]}
     # without the folder to read from, it fits
-    Runner(only_mix, str(tmp_path / "third")).run()
-    assert fits == ["clean__tiny-llava/full__mix"]
-    assert json.loads((tmp_path / "third" / "results.json").read_text())["rows"][0]["seconds"] > 0
+    Runner(only_strip, str(tmp_path / "third")).run()
+    assert fits == ["clean__tiny-llava/full__question_strip", "random__tiny-llava/full__question_strip"]
+    assert all(r["seconds"] > 0 for r in json.loads((tmp_path / "third" / "results.json").read_text())["rows"])

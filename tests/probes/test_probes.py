@@ -284,3 +284,20 @@ def test_ueraser_copies_are_independent_and_reproducible():
         for b in range(a + 1, 3):
             assert (copies[a] - copies[b]).abs().flatten(1).mean(1).min() > 1e-3
     assert torch.equal(copies, probe.augment_copies(x, torch.Generator().manual_seed(7)))
+
+
+@pytest.mark.parametrize("name", [n for n in PROBES.names() if isinstance(PROBES.get(n), type)
+                                  and issubclass(PROBES.get(n), ImageProbe) and not PROBES.get(n).stochastic])
+def test_a_plan_applies_a_deterministic_image_probe_in_stacks_as_one_by_one(name, protected):
+    """Fine-tuning applies a deterministic image probe once, in stacks of one image size (``apply_batch``): the
+    same 8-bit images as applying it to each sample on its own, over two sizes and more than one stack."""
+    big = generate(3, seed=1, types=("colour",), size=40)
+    samples = list(protected) + big
+    probe = build(name)
+    one_by_one = [probe(s, sample_rng(0, s.id)) for s in samples]
+    planned = probe.plan(samples, samples, seed=0).samples
+    stacked = probe.apply_batch(samples, chunk=3)
+    for a, b, c in zip(one_by_one, planned, stacked):
+        assert np.array_equal(np.asarray(a.pil), np.asarray(b.pil)) and np.array_equal(np.asarray(a.pil),
+                                                                                         np.asarray(c.pil))
+        assert (a.id, a.question) == (b.id, b.question) == (c.id, c.question)

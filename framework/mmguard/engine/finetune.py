@@ -16,6 +16,7 @@ from mmguard.engine.steps import training_step_for
 from mmguard.engine.strategies import finetune_strategy
 from mmguard.engine.trainer import build_trainer
 from mmguard.engine.victim_module import VictimModule
+from mmguard.probes.base import ProbePlan
 
 DEFAULT_TRAINER = TrainerParams()
 
@@ -43,16 +44,18 @@ def quiet_lightning():
 def finetune(adapter, victim, params: FinetuneParams, train: Sequence[Sample], *, seed: int = 0,
              trainer: Optional[TrainerParams] = None, logger=False, transform: Optional[Callable] = None,
              out_dir: Optional[Path] = None, probe=None, clean: Optional[Sequence[Sample]] = None,
-             checkpoint_dir: Optional[Path] = None) -> VictimModule:
+             plan: Optional[ProbePlan] = None, checkpoint_dir: Optional[Path] = None) -> VictimModule:
     """Fine-tune ``adapter`` in place: ``victim`` (a built victim recipe) decides what trains, ``params`` how.
 
     ``probe`` (a built probe, or None): what the adaptive fine-tuner does to ``train`` (``clean``: the clean set,
     for mix). Its deterministic part is applied once; random stages are re-drawn every epoch in the data path;
-    ueraser trains on the max loss over augmented copies in the training step. All seeded by ``seed``.
+    ueraser trains on the max loss over augmented copies in the training step. All seeded by ``seed``. ``plan``:
+    the probe's plan made already (``probe.plan(train, clean, seed)``), which then stands for probe and clean.
     ``checkpoint_dir``: a Lightning checkpoint is kept there at every epoch's end, and a fine-tune that finds one
     resumes from it (``ckpt_path``)."""
     L.seed_everything(seed, workers=True, verbose=False)
-    plan = None if probe is None else probe.plan(list(train), None if clean is None else list(clean), seed)
+    if plan is None and probe is not None:
+        plan = probe.plan(list(train), None if clean is None else list(clean), seed)
     if plan is not None:
         train = plan.samples
     adversarial = (params.adv_eps, params.adv_steps, params.adv_alpha) if params.adversarial else None

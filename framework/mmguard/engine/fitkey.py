@@ -1,11 +1,13 @@
-"""What a clean fine-tune computes, as a hash: two clean fits with the same key are the same computation.
+"""What a fine-tune computes, as a hash: two fits with the same key are the same computation.
 
-A probe whose once-applied part leaves the clean training set as it was (``mix`` of the clean set with itself,
-``question_strip`` and ``onion`` on questions without a trigger, ``whitespace`` on tidy text) and that has nothing
-left to do during training (no stage re-drawn per epoch, no training-step augmentation) fine-tunes on exactly the
-samples of the probe ``none``, with the same seed: the same weights and the same predictions. The runner reads
-such a clean row back instead of fitting again (``Runner.read_back_clean``), which a probe axis of mixes and
-text scrubbers would otherwise pay for once per probe.
+A fit is fixed by the victim, the seed, the evaluation and the training set as the probe leaves it. A probe whose
+once-applied part leaves a set as it was (``mix`` of the clean set with itself, ``question_strip`` and ``onion``
+on questions without a trigger, ``whitespace`` on tidy text) and that has nothing left to do during training (no
+stage re-drawn per epoch, no training-step augmentation) fine-tunes on exactly the samples of another probe
+(``none``; ``blur`` for ``blur_whitespace``), with the same seed: the same weights and the same predictions. The
+runner reads such a row back instead of fitting again (``Runner.read_back``), which a probe axis of mixes and
+text scrubbers would otherwise pay for once per probe. The probe's plan that the key is made from is the one the
+fit then trains on, so a probe is applied once either way.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from mmguard.config.tree import victim_tree
 from mmguard.core.registry import PROBES
 from mmguard.data.sample import Sample
 from mmguard.engine.protect import spec_hash
+from mmguard.probes.base import ProbePlan
 
 
 def image_digest(image) -> str:
@@ -43,31 +46,35 @@ def samples_digest(samples: Sequence[Sample]) -> str:
     return h.hexdigest()
 
 
-def clean_fit_hash(spec: RunSpec, victim: VictimSpec, probe: ProbeSpec, train: Sequence[Sample]) -> Optional[str]:
-    """The key of victim ``victim``'s clean fine-tune through ``probe`` (then evaluated as ``spec`` says), or None
-    when the fit is its own: the probe changes pixels (applying it to the whole set only to compare would double
-    its cost on a large one), re-draws random stages every epoch, or augments in the training step (ueraser)."""
-    samples = list(train)
-    if probe.name != "none":
-        cls = PROBES.get(probe.name)
-        if cls.changes_image(probe.params) and not cls.set_level:
-            return None
-        plan = PROBES.build(probe.name, **probe.params).plan(samples, samples, spec.seed)
-        if plan.dynamic or plan.step is not None:
-            return None
-        samples = plan.samples
+def probe_plan(spec: RunSpec, probe: ProbeSpec, train: Sequence[Sample],
+               clean: Optional[Sequence[Sample]]) -> Optional[ProbePlan]:
+    """The plan a fine-tune on ``train`` through ``probe`` runs (``clean``: the clean set, for mix); None for
+    ``none``."""
+    if probe.name == "none":
+        return None
+    return PROBES.build(probe.name, **probe.params).plan(list(train), None if clean is None else list(clean),
+                                                          spec.seed)
+
+
+def fit_hash(spec: RunSpec, victim: VictimSpec, train: Sequence[Sample], plan: Optional[ProbePlan]) -> Optional[str]:
+    """The key of victim ``victim``'s fine-tune on ``train`` through ``plan`` (then evaluated as ``spec`` says), or
+    None when the fit is its own: the plan re-draws random stages every epoch, or augments in the training step
+    (ueraser)."""
+    if plan is not None and (plan.dynamic or plan.step is not None):
+        return None
+    samples = plan.samples if plan is not None else train
     return spec_hash({"data": {"name": spec.data.name, **spec.data.params}, "seed": spec.seed,
                       "eval": vars(spec.eval), "victim": victim_tree(victim), "train": samples_digest(samples)})
 
 
-def find_clean_fit(fit: Optional[str], runs: Sequence[Tuple[Path, List[Dict]]]) -> Optional[Tuple[Dict, Path]]:
-    """The first finished clean row of fit ``fit`` among ``runs`` ((run folder, its rows) pairs), with its folder;
-    None when there is none or the fit is its own (``fit`` None)."""
+def find_fit(fit: Optional[str], runs: Sequence[Tuple[Path, List[Dict]]]) -> Optional[Tuple[Dict, Path]]:
+    """The first finished row of fit ``fit`` among ``runs`` ((run folder, its rows) pairs), with its folder; None
+    when there is none or the fit is its own (``fit`` None)."""
     if fit is None:
         return None
     for folder, rows in runs:
         for r in rows:
-            if r.get("attack") == "clean" and r.get("fit_hash") == fit and r.get("accuracy") is not None:
+            if r.get("fit_hash") == fit and r.get("accuracy") is not None:
                 return r, folder
     return None
 

@@ -26,11 +26,12 @@ from mmguard.config.recipe import dump
 from mmguard.config.spec import AttackSpec, ProbeSpec, RunSpec, VictimSpec
 from mmguard.config.tree import attack_tree, probe_tree, to_tree, victim_tree
 from mmguard.core.io import atomic_write_json, atomic_write_text
-from mmguard.core.registry import PROBES, VICTIMS
+from mmguard.core.registry import VICTIMS
+from mmguard.probes.base import ProbePlan
 from mmguard.data.sample import Sample
 from mmguard.engine import distributed
 from mmguard.engine.finetune import evaluate, finetune
-from mmguard.engine.fitkey import clean_fit_hash, find_clean_fit, run_rows
+from mmguard.engine.fitkey import find_fit, fit_hash, probe_plan, run_rows
 from mmguard.engine.models import build_adapter
 from mmguard.engine.preflight import check_surrogates, check_writable, load_data
 from mmguard.engine.protect import ProtectedSet, protect, protection_hash, read_protected, spec_hash
@@ -40,11 +41,6 @@ from mmguard.metrics.table import markdown_table, results_markdown, seed_table
 from mmguard.victims.qlora import QLoRAUnavailable
 
 RowKey = Tuple[str, str, str]
-
-
-def build_probe(spec: ProbeSpec):
-    """The probe of a spec (None for ``none``: train on the data as released)."""
-    return None if spec.name == "none" else PROBES.build(spec.name, **spec.params)
 
 
 class Runner:
@@ -137,15 +133,14 @@ class Runner:
         return res
 
     def fit_and_eval(self, v: VictimSpec, train: List[Sample], test: List[Sample], row_name: str,
-                     probe: Optional[ProbeSpec] = None, clean: Optional[List[Sample]] = None, logger=False) -> Dict:
-        """Fine-tune victim ``v`` on ``train`` (through ``probe``; ``clean`` for mix) and evaluate on ``test``;
-        the fine-tune keeps a Lightning checkpoint until its row is written, so a killed run resumes it."""
+                     plan: Optional[ProbePlan] = None, logger=False) -> Dict:
+        """Fine-tune victim ``v`` on ``train`` (through a probe's ``plan``) and evaluate on ``test``; the fine-tune
+        keeps a Lightning checkpoint until its row is written, so a killed run resumes it."""
         t0 = time.time()
         adapter = build_adapter(v.model)
         ckpt = self.out / "state" / "finetune" / row_name.replace("/", "_")
         module = finetune(adapter, VICTIMS.build(v.name, **v.params), v.finetune, train, seed=self.spec.seed,
-                          trainer=self.spec.trainer, logger=logger, out_dir=self.out,
-                          probe=build_probe(probe) if probe is not None else None, clean=clean, checkpoint_dir=ckpt)
+                          trainer=self.spec.trainer, logger=logger, out_dir=self.out, plan=plan, checkpoint_dir=ckpt)
         result = evaluate(adapter, test, max_new_tokens=self.spec.eval.max_new_tokens,
                           batch_size=self.spec.eval.batch_size, trainer=self.spec.trainer, module=module,
                           logger=logger)
@@ -154,24 +149,48 @@ class Runner:
         result["checkpoint"] = ckpt
         return result
 
-    def read_back_clean(self, v: VictimSpec, probe: ProbeSpec, digest: str, fit: Optional[str]) -> Optional[Dict]:
-        """The clean row of (v, probe) from a finished fit that is the same computation, in this run or a ``reuse``
-        run folder (``engine/fitkey.py``), with its predictions; None when there is none."""
-        shared = find_clean_fit(fit, [(self.out, self.rows), *((f, run_rows(f)) for f in self.reuse)])
-        if shared is None:
-            return None
-        row, folder = shared
-        tag, source = f"{v.label}__{probe.label}", f"{row['victim']}__{row['probe']}"
-        with self.tracking.row(f"clean__{tag}", "finetune", row_config(self.spec, "clean", v.label, probe.label)) as run:
-            clean = self.row("clean", v.label, probe.label, row["accuracy"], row["accuracy"], seconds=0.0,
-                             spec_hash=digest, fit_hash=fit, note=f"the clean fit of probe '{row['probe']}': this "
-                                                                  "probe leaves the clean training set unchanged")
-            self._copy_predictions(folder, f"clean__{source}", f"clean__{tag}")
-            self.add_row(clean)
-            run.log_summary(clean)
-        print(f"[mmguard] clean__{tag}: the same fit as clean__{source}"
-              f"{'' if folder == self.out else f' in {folder}'} (read back)")
-        return clean
+    def fit_row(self, kind: str, v: VictimSpec, probe: ProbeSpec, train: List[Sample], clean: List[Sample],
+                test: List[Sample], digest: str, clean_accuracy: Optional[float] = None,
+                ps: Optional[ProtectedSet] = None) -> Optional[Dict]:
+        """Row ``kind`` (clean, or an attack's with its release ``ps``) of (v, probe): victim ``v`` fine-tuned on
+        ``train`` through ``probe`` (``clean``: the clean set, for mix) and evaluated. A finished fit that is the
+        same computation (``engine/fitkey.py``), in this run or a ``reuse`` run folder, is read back instead. None
+        when the victim cannot run here (its rows carry the note)."""
+        name = f"{kind}__{v.label}__{probe.label}"
+        plan = probe_plan(self.spec, probe, train, clean)
+        fit = fit_hash(self.spec, v, train, plan)
+        extra = {} if ps is None else {"surrogates": ps.surrogates, "psnr": ps.summary["psnr"],
+                                       "ssim": ps.summary["ssim"], "protect_seconds": ps.summary["seconds"],
+                                       "rounds": ps.summary["rounds"]}
+        shared = find_fit(fit, [(self.out, self.rows), *((f, run_rows(f)) for f in self.reuse)])
+        res = None
+        with self.tracking.row(name, "finetune", row_config(self.spec, kind, v.label, probe.label)) as run:
+            if shared is not None:
+                source, folder = shared
+                source_name = f"{source['attack']}__{source['victim']}__{source['probe']}"
+                self._copy_predictions(folder, source_name, name)
+                accuracy, seconds = source["accuracy"], 0.0
+                extra["note"] = (f"read back from {source_name}{'' if folder == self.out else f' in {folder}'}: "
+                                 "the same victim, seed and training set")
+                print(f"[mmguard] {name}: {extra['note']}")
+            else:
+                try:
+                    res = self.fit_and_eval(v, train, test, name, plan=plan, logger=run.logger)
+                except QLoRAUnavailable as err:
+                    note = f"skipped: {err}"
+                    print(f"[mmguard] {v.label}: {note}")
+                    self.add_row(self.row(kind, v.label, probe.label, None, None, note=note, spec_hash=digest))
+                    if kind == "clean":
+                        self.skip_attacks(v, probe, note)
+                    return None
+                accuracy, seconds = res["accuracy"], res["seconds"]
+            row = self.row(kind, v.label, probe.label, accuracy, accuracy if kind == "clean" else clean_accuracy,
+                           **extra, seconds=seconds, spec_hash=digest, fit_hash=fit)
+            self.add_row(row)
+            run.log_summary(row)
+        if res is not None:
+            self.done_with(res)
+        return row
 
     def _copy_predictions(self, folder: Path, source: str, row_name: str) -> None:
         path = folder / "predictions" / f"{source.replace('/', '_')}.jsonl"
@@ -262,29 +281,12 @@ class Runner:
                 self.add_row(self.row(a.label, v.label, probe.label, None, None, note=note, spec_hash=digest))
 
     def run_probe(self, v: VictimSpec, probe: ProbeSpec, train: List[Sample], test: List[Sample]) -> None:
-        tag = f"{v.label}__{probe.label}"
         digest = self.row_hash(v, probe, None)
         clean = self.finished(("clean", v.label, probe.label), digest)
-        fit = clean_fit_hash(self.spec, v, probe, train) if clean is None else None
         if clean is None:
-            clean = self.read_back_clean(v, probe, digest, fit)
-        if clean is None:
-            with self.tracking.row(f"clean__{tag}", "finetune",
-                                   row_config(self.spec, "clean", v.label, probe.label)) as run:
-                try:
-                    res = self.fit_and_eval(v, train, test, f"clean__{tag}", probe=probe, clean=train,
-                                            logger=run.logger)
-                except QLoRAUnavailable as err:
-                    note = f"skipped: {err}"
-                    print(f"[mmguard] {v.label}: {note}")
-                    self.add_row(self.row("clean", v.label, probe.label, None, None, note=note, spec_hash=digest))
-                    self.skip_attacks(v, probe, note)
-                    return
-                clean = self.row("clean", v.label, probe.label, res["accuracy"], res["accuracy"],
-                                 seconds=res["seconds"], spec_hash=digest, fit_hash=fit)
-                self.add_row(clean)
-                run.log_summary(clean)
-            self.done_with(res)
+            clean = self.fit_row("clean", v, probe, train, train, test, digest)
+            if clean is None:
+                return
         elif clean["accuracy"] is None:  # the victim cannot run here (an earlier pass noted why)
             self.skip_attacks(v, probe, clean.get("note") or "skipped")
             return
@@ -293,17 +295,7 @@ class Runner:
             if self.finished((a.label, v.label, probe.label), digest):
                 continue
             ps = self.protect(a, train)
-            with self.tracking.row(f"{a.label}__{tag}", "finetune",
-                                   row_config(self.spec, a.label, v.label, probe.label)) as run:
-                res = self.fit_and_eval(v, ps.samples, test, f"{a.label}__{tag}", probe=probe, clean=train,
-                                        logger=run.logger)
-                row = self.row(a.label, v.label, probe.label, res["accuracy"], clean["accuracy"],
-                               surrogates=ps.surrogates, psnr=ps.summary["psnr"], ssim=ps.summary["ssim"],
-                               protect_seconds=ps.summary["seconds"], rounds=ps.summary["rounds"],
-                               seconds=res["seconds"], spec_hash=digest)
-                self.add_row(row)
-                run.log_summary(row)
-            self.done_with(res)
+            self.fit_row(a.label, v, probe, ps.samples, train, test, digest, clean_accuracy=clean["accuracy"], ps=ps)
 
 
 def find_release(folders: Sequence[Path], key: str) -> Optional[ProtectedSet]:

@@ -142,6 +142,23 @@ class ImageProbe(Probe):
             out = self.forward(sample.pixels().unsqueeze(0), gen)[0]
         return sample.replace(image=tensor_to_pil(out))
 
+    def apply_batch(self, samples: Sequence[Sample], chunk: int = 64) -> List[Sample]:
+        """A deterministic probe on many samples: images of one size in stacks of ``chunk`` (the same images as
+        ``__call__`` one by one, bit for bit; per image, the per-call overhead of a small image is the cost)."""
+        assert not self.stochastic, f"probe '{self.name}' draws per sample: apply it one by one"
+        out: List[Optional[Sample]] = [None] * len(samples)
+        by_size: Dict[Tuple[int, int], List[int]] = {}
+        for j, s in enumerate(samples):
+            by_size.setdefault(s.size, []).append(j)
+        for idx in by_size.values():
+            for start in range(0, len(idx), chunk):
+                part = idx[start:start + chunk]
+                with torch.no_grad():
+                    images = self.forward(torch.stack([samples[j].pixels() for j in part]))
+                for j, image in zip(part, images):
+                    out[j] = samples[j].replace(image=tensor_to_pil(image))
+        return out  # type: ignore[return-value]
+
 
 class TextProbe(Probe):
     """A probe on the question only (the answer, choices and image are kept)."""
@@ -234,11 +251,18 @@ def plan_stages(probes: Sequence[Probe], samples: Sequence[Sample], clean: Optio
             for j, (o, b) in enumerate(zip(out, base)):
                 if o is not b:  # replaced: its earlier (pending) stages no longer apply
                     base[j], redraw[j] = o, []
+        now = []
         for j, s in enumerate(base):
             if redraw[j] or p.stochastic:
                 redraw[j].append((i, p))
             else:
-                base[j] = p(s, rng_of(i, s))
+                now.append(j)
+        if isinstance(p, ImageProbe) and not p.stochastic:
+            for j, s in zip(now, p.apply_batch([base[j] for j in now])):
+                base[j] = s
+        else:
+            for j in now:
+                base[j] = p(base[j], rng_of(i, base[j]))
     return ProbePlan(base, redraw, step=step, seed=seed, n_stages=n, split=split)
 
 
