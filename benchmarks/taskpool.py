@@ -141,18 +141,19 @@ class SharedFits:
 
 def schedule(tasks: Sequence[Task], jobs: int, threads: int, on_done: Callable[[Task, Dict], None]) -> None:
     """Run ``tasks`` on ``jobs`` processes, each task once its dependencies are done: by rank, then protections
-    first, then the longest ready task."""
+    first, then the ready task with the longest chain ahead of it (``critical_paths``)."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     pending = {t.id: t for t in tasks}
     done: Set[str] = set()
     running: Dict = {}
+    tail = critical_paths(tasks)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads,)) as pool:
         while pending or running:
             ready = sorted((t for t in pending.values() if t.deps <= done),
-                           key=lambda t: (t.rank or 0, not t.first, -t.cost))
+                           key=lambda t: (t.rank or 0, not t.first, -tail[t.id]))
             for t in ready[: jobs - len(running)]:
                 del pending[t.id]
                 running[pool.submit(t.fn, *t.args)] = t
@@ -163,6 +164,25 @@ def schedule(tasks: Sequence[Task], jobs: int, threads: int, on_done: Callable[[
                 t = running.pop(fut)
                 on_done(t, fut.result())  # a failed task raises here, and the matrix stops
                 done.add(t.id)
+
+
+def critical_paths(tasks: Sequence[Task]) -> Dict[str, float]:
+    """Per task, its cost plus the longest chain of tasks that wait on it: what starting it late delays. A cheap
+    task that long fits wait on (a shared clean fit read back) goes early, not last."""
+    waiting: Dict[str, List[Task]] = {}
+    for t in tasks:
+        for d in t.deps:
+            waiting.setdefault(d, []).append(t)
+    tail: Dict[str, float] = {}
+
+    def length(t: Task) -> float:
+        if t.id not in tail:
+            tail[t.id] = t.cost + max((length(w) for w in waiting.get(t.id, [])), default=0.0)
+        return tail[t.id]
+
+    for t in tasks:
+        length(t)
+    return tail
 
 
 def _worker_init(threads: int) -> None:
