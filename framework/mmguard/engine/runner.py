@@ -27,7 +27,6 @@ from mmguard.config.spec import AttackSpec, ProbeSpec, RunSpec, VictimSpec
 from mmguard.config.tree import attack_tree, probe_tree, to_tree, victim_tree
 from mmguard.core.io import atomic_write_json, atomic_write_text
 from mmguard.core.registry import VICTIMS
-from mmguard.probes.base import ProbePlan
 from mmguard.data.sample import Sample
 from mmguard.engine import distributed
 from mmguard.engine.finetune import evaluate, finetune
@@ -38,6 +37,7 @@ from mmguard.engine.protect import ProtectedSet, protect, protection_hash, read_
 from mmguard.engine.runfolder import RunFolder, data_folders
 from mmguard.engine.tracking import Tracking
 from mmguard.metrics.table import markdown_table, results_markdown, seed_table
+from mmguard.probes.base import ProbePlan
 from mmguard.victims.qlora import QLoRAUnavailable
 
 RowKey = Tuple[str, str, str]
