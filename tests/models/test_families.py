@@ -6,9 +6,13 @@ import torch.nn.functional as F
 from mmguard.data.synthetic import generate
 from mmguard.models import build_model
 from mmguard.core.registry import MODELS
+from helpers import pretrained_installed
 
 TINY = MODELS.names("tiny-*")
-BASE = [n for n in TINY if not n.endswith("-wide")]
+# the registered pre-trained models go through the same checks where their weight packages are installed (CI has
+# them: the README's test command installs the extra)
+PRETRAINED = [n for n in MODELS.names() if not MODELS.meta(n).get("tiny") and pretrained_installed()]
+BASE = [n for n in TINY if not n.endswith("-wide")] + PRETRAINED
 _CACHE = {}
 
 

