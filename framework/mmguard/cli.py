@@ -1,7 +1,9 @@
 """The ``mmguard`` command. It only wires: a recipe is loaded into its spec, and engine functions do the work.
 
 A mistake the user can fix (a ``UserError``: recipe key, data file, model name, output folder) prints one line,
-``mmguard: error: ...``, and exits 2 with nothing on disk changed; ``--debug`` shows the traceback.
+``mmguard: error: ...``, and exits 2 with nothing on disk changed; ``--debug`` shows the traceback. A full disk
+is one line too (exit 2, the last checkpoint intact), and so is a signal to run, protect or finetune (exit 128 +
+its number, the state written so far intact: the same command resumes); see ``core/faults.py``.
 """
 from __future__ import annotations
 
@@ -269,15 +271,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     set_cpu_threads()
+    from mmguard.core import faults
     from mmguard.core.errors import UserError
 
     try:
-        return args.fn(args)
+        with faults.signals_raise(args.fn in (cmd_run, cmd_protect, cmd_finetune)):  # the resumable commands
+            return args.fn(args)
     except UserError as err:
         if args.debug:
             raise
         print(f"mmguard: error: {err}", file=sys.stderr)
         return 2
+    except BaseException as err:  # a fault (a signal, a full disk): one line, the status it calls for
+        fault = None if args.debug else faults.explain(err, getattr(args, "out", None))
+        if fault is None:
+            raise
+        print(f"mmguard: error: {fault[0]}", file=sys.stderr)
+        return fault[1]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Dict, Optional, Tuple
 
 from mmguard.config.spec import DataSpec, RunSpec
 from mmguard.core.errors import UserError
+from mmguard.core.faults import stage
 from mmguard.engine import distributed
 from mmguard.engine.finetune import evaluate
 from mmguard.engine.models import build_adapter
@@ -27,15 +28,19 @@ def protect_recipe(spec: RunSpec, out: str, attack_label: Optional[str] = None, 
     if attack_label is not None and attack_label not in labels:
         raise UserError(f"--attack {attack_label}: the recipe's attacks are {', '.join(labels)}")
     a = spec.attacks[labels.index(attack_label) if attack_label is not None else 0]
-    folder = RunFolder(Path(out), spec.name, "protect", data_folders(spec.data.params), overwrite)
+    target = Path(out) if shard is None else Path(out) / "shards" / str(shard[0])
+    # a shard claims its own folder: the array's other tasks write beside it at the same time
+    folder = RunFolder(Path(out), spec.name, "protect", data_folders(spec.data.params), overwrite, writer=target)
     folder.check()
     check_writable(Path(out))
     train = load_data(spec.data)["train"]
     check_surrogates(spec)
     folder.claim()
     distributed.barrier()
-    target = Path(out) if shard is None else Path(out) / "shards" / str(shard[0])
-    return protect(a, train, target, state_dir=target / "state", trainer=spec.trainer, shard=shard)
+    try:
+        return protect(a, train, target, state_dir=target / "state", trainer=spec.trainer, shard=shard)
+    finally:
+        folder.release()  # also when stopped: the state stays, the claim goes
 
 
 def merge_shards(run_dir: str) -> Path:
@@ -48,14 +53,19 @@ def finetune_recipe(spec: RunSpec, out: Optional[str] = None, train_file: Option
     """``mmguard finetune``: the recipe's first victim on a data set on disk (e.g. a protected one), evaluated on
     the recipe's clean test split; its row is added to ``out``'s results (earlier rows are kept)."""
     runner = Runner(spec, out)
-    data = runner.prepare()
-    train, test = data["train"], data["test"]
-    if train_file:
-        train = load_data(DataSpec("llava_json", {"train": train_file}, spec.data.checks), need=("train",))["train"]
-    v = spec.victims[0]
-    res = runner.fit_and_eval(v, train, test, f"{name}__{v.label}")
-    runner.add_row(runner.row(name, v.label, "none", res["accuracy"], None, train=train_file))
-    runner.done_with(res)
+    try:
+        data = runner.prepare()
+        train, test = data["train"], data["test"]
+        if train_file:
+            train = load_data(DataSpec("llava_json", {"train": train_file}, spec.data.checks),
+                              need=("train",))["train"]
+        v = spec.victims[0]
+        with stage(f"the fine-tune {name}__{v.label}"):
+            res = runner.fit_and_eval(v, train, test, f"{name}__{v.label}")
+        runner.add_row(runner.row(name, v.label, "none", res["accuracy"], None, train=train_file))
+        runner.done_with(res)
+    finally:
+        runner.folder.release()
     return res
 
 
@@ -74,6 +84,7 @@ def evaluate_recipe(spec: RunSpec, weights: Optional[str] = None, out: Optional[
     if runner is not None:
         runner._save_predictions(f"{name}__{v.label}", res["predictions"])
         runner.add_row(runner.row(name, v.label, "none", res["accuracy"], None, weights=weights))
+        runner.folder.release()
     return res
 
 

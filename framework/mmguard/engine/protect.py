@@ -34,7 +34,9 @@ from mmguard.data.sample import Sample, tensor_to_pil
 from mmguard.engine import distributed
 from mmguard.engine.finetune import DEFAULT_TRAINER, quiet_lightning
 from mmguard.engine.models import build_adapter
+from mmguard.core.faults import stage
 from mmguard.engine.protection import ProtectionModule
+from mmguard.engine.readback import read_json
 from mmguard.engine.state import StateDir
 from mmguard.engine.store import quantize_release
 from mmguard.engine.strategies import protection_strategy
@@ -113,7 +115,8 @@ def protect(spec: AttackSpec, train: Sequence[Sample], out: Path, *, state_dir: 
             print(f"[mmguard] {spec.label}: resuming from its checkpoint (round {committed['round']} committed"
                   f"{', done' if committed['done'] else ''})")
         if not committed["done"]:
-            with quiet_lightning():
+            with quiet_lightning(), stage(lambda: f"protection '{spec.label}' round {module.round}, batch "
+                                                  f"{getattr(module, '_batches_done', module.start_batch)}"):
                 lt = build_trainer(trainer, max_epochs=spec.loop.R - module.first_round, logger=logger,
                                    precision=spec.loop.precision, strategy=protection_strategy(trainer))
                 lt.fit(module)
@@ -121,7 +124,8 @@ def protect(spec: AttackSpec, train: Sequence[Sample], out: Path, *, state_dir: 
         module.start()  # nothing to optimize: round 0 is the release
     distributed.barrier()
     if distributed.rank() == 0:
-        release(module, spec, train, out, key, time.time() - t0, shard)
+        with stage(f"the release of '{spec.label}' (being written to {out})"):
+            release(module, spec, train, out, key, time.time() - t0, shard)
         shutil.rmtree(state.path, ignore_errors=True)  # ours, and redundant once the release is in place
     distributed.barrier()
     return read_protected(out)
@@ -204,7 +208,7 @@ def read_protected(out: Path) -> Optional[ProtectedSet]:
     manifest_path = out / MANIFEST
     if not manifest_path.is_file():
         return None
-    m = json.loads(manifest_path.read_text())
+    m = read_json(manifest_path)
     samples = read_conversation_file(out / "data.json")
     return ProtectedSet(m["attack"], m.get("label", m["attack"]), samples, m["surrogates"], m["hyperparameters"],
                         m["samples"], m["summary"], m["history"], out, m.get("spec_hash"))

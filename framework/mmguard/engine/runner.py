@@ -25,6 +25,7 @@ from mmguard.config.flatten import row_config
 from mmguard.config.recipe import dump
 from mmguard.config.spec import AttackSpec, ProbeSpec, RunSpec, VictimSpec
 from mmguard.config.tree import attack_tree, probe_tree, to_tree, victim_tree
+from mmguard.core.faults import stage
 from mmguard.core.io import atomic_write_json, atomic_write_text
 from mmguard.core.registry import VICTIMS
 from mmguard.data.sample import Sample
@@ -34,6 +35,7 @@ from mmguard.engine.fitkey import find_fit, fit_hash, probe_plan, run_rows
 from mmguard.engine.models import build_adapter
 from mmguard.engine.preflight import check_surrogates, check_writable, load_data
 from mmguard.engine.protect import ProtectedSet, protect, protection_hash, read_protected, spec_hash
+from mmguard.engine.readback import read_json
 from mmguard.engine.runfolder import RunFolder, data_folders
 from mmguard.engine.tracking import Tracking
 from mmguard.metrics.table import markdown_table, results_markdown, seed_table
@@ -102,7 +104,7 @@ class Runner:
         """The rows an earlier (killed, requeued or extended) run of this folder finished."""
         path = self.out / "results.json"
         if path.is_file():
-            previous = json.loads(path.read_text())
+            previous = read_json(path)
             self.rows = list(previous.get("rows") or [])
             self.t0 -= float(previous.get("elapsed_s") or 0)
             self.was_complete = previous.get("status") == "complete"
@@ -175,7 +177,8 @@ class Runner:
                 print(f"[mmguard] {name}: {extra['note']}")
             else:
                 try:
-                    res = self.fit_and_eval(v, train, test, name, plan=plan, logger=run.logger)
+                    with stage(f"the fine-tune {name}"):
+                        res = self.fit_and_eval(v, train, test, name, plan=plan, logger=run.logger)
                 except QLoRAUnavailable as err:
                     note = f"skipped: {err}"
                     print(f"[mmguard] {v.label}: {note}")
@@ -238,7 +241,8 @@ class Runner:
                 if not self.finished(("zero_shot", v.label, "none"), digest):
                     with self.tracking.row(f"zero_shot__{v.label}", "evaluate",
                                            row_config(spec, "zero_shot", v.label, "none")) as run:
-                        acc = self.zero_shot(v, test, logger=run.logger)["accuracy"]
+                        with stage(f"the zero-shot evaluation of {v.label}"):
+                            acc = self.zero_shot(v, test, logger=run.logger)["accuracy"]
                         row = self.row("zero_shot", v.label, "none", acc, None, spec_hash=digest)
                         self.add_row(row)
                         run.log_summary(row)
@@ -248,6 +252,7 @@ class Runner:
         self.write()
         if distributed.rank() == 0:
             remove_empty(self.out / "state")
+        self.folder.release()
         return self.results()
 
     def run_seeds(self) -> Dict:
@@ -271,6 +276,7 @@ class Runner:
             self.write()
         self.status = "complete"
         self.write()
+        self.folder.release()
         return self.results()
 
     def skip_attacks(self, v: VictimSpec, probe: ProbeSpec, note: str) -> None:
@@ -320,7 +326,10 @@ def run_recipe(spec: RunSpec, out: Optional[str] = None, overwrite: bool = False
     """The whole benchmark; the Runner (its results, train samples and tracking) is returned for the report.
     ``reuse``: folders of earlier releases; one made for the same attack spec and samples is used as it is."""
     runner = Runner(spec, out, overwrite, reuse=reuse)
-    results = runner.run()
+    try:
+        results = runner.run()
+    finally:
+        runner.folder.release()  # also when stopped (its seeds' folders: released at exit)
     if distributed.rank() == 0:
         print()
         print(seed_table(results["rows"]) if spec.seeds else markdown_table(results["rows"]))

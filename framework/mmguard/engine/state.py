@@ -14,7 +14,6 @@ after every rank has written its own, and only then are older files removed. Ran
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from mmguard.core.io import atomic_path, atomic_write_json
+from mmguard.engine.readback import read_json  # a file cut short or altered: refused in one line naming it
 
 LAYOUT = "layout.json"
 COMMIT = "commit.json"
@@ -95,7 +95,7 @@ class StateDir:
 
     def fingerprint(self) -> Optional[str]:
         path = self.path / LAYOUT
-        return json.loads(path.read_text())["fingerprint"] if path.is_file() else None
+        return read_json(path)["fingerprint"] if path.is_file() else None
 
     def deltas(self, round_: int) -> DeltaFile:
         assert self._layout is not None, "write_layout first"
@@ -135,7 +135,7 @@ class StateDir:
 
     def committed(self) -> Optional[Dict[str, Any]]:
         path = self.path / COMMIT
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json(path) if path.is_file() else None
 
     def load(self) -> Optional[Dict[str, Any]]:
         """This rank's latest consistent position: the committed round's start, or a later checkpoint within it."""
@@ -144,10 +144,10 @@ class StateDir:
         if commit is not None:
             start = self._ckpt(commit["round"])
             if start.is_file():
-                candidates.append(json.loads(start.read_text()))
+                candidates.append(read_json(start))
         current = self._ckpt()
         if current.is_file():
-            rec = json.loads(current.read_text())
+            rec = read_json(current)
             if commit is None or rec["round"] >= commit["round"]:
                 candidates.append(rec)
         if not candidates:
@@ -173,7 +173,7 @@ class StateDir:
         """Every rank's triggers at the committed start of ``round_`` (for the release, by rank 0)."""
         out: Dict[str, Optional[str]] = {}
         for r in range(world):
-            rec = json.loads((self.path / f"checkpoint-rank{r}-r{round_}.json").read_text())
+            rec = read_json(self.path / f"checkpoint-rank{r}-r{round_}.json")
             out.update(rec["triggers"])
         return out
 
