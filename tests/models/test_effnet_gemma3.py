@@ -179,6 +179,7 @@ def test_a_short_alignment_reproduces_the_committed_first_steps():
     assert manifest["settings"] == SETTINGS
     steps = 3
     record = align(settings=SETTINGS, progress=False, max_steps=steps)
-    for stage in ("stage1", "stage2"):
-        assert record[stage]["first_losses"] == pytest.approx(manifest[stage]["first_losses"][:steps], rel=2e-2)
+    # stage 1 starts from the packaged weights and a seeded projector, so its first steps must come back; stage 2
+    # starts from the end of stage 1, which a short run does not reach
+    assert record["stage1"]["first_losses"] == pytest.approx(manifest["stage1"]["first_losses"][:steps], rel=2e-3)
 

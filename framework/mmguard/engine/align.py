@@ -44,15 +44,19 @@ SETTINGS: Dict[str, Any] = {
 
 
 class FirstLosses(L.Callback):
-    """The training loss of the first ``n`` steps: the fingerprint a short re-run must reproduce."""
+    """The training loss of the first ``n`` steps: the fingerprint a short re-run must reproduce. ``stop``: end
+    the fit after them (the short re-run), leaving the learning-rate schedule that of the whole run (a Trainer's
+    max_steps would shorten the schedule and change every step after the first)."""
 
-    def __init__(self, n: int):
-        self.n, self.losses = n, []
+    def __init__(self, n: int, stop: bool = False):
+        self.n, self.stop, self.losses = n, stop, []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if len(self.losses) < self.n and trainer.global_step <= self.n:  # a resumed fit is past its first steps
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self.losses.append(round(float(loss), 4))
+        if self.stop and len(self.losses) >= self.n:
+            trainer.should_stop = True
 
 
 def alignment_data(root: Path, settings: Dict[str, Any]) -> Dict[str, List]:
@@ -84,7 +88,8 @@ def settings_key(settings: Dict[str, Any]) -> str:
 def align(out: Path = effnet_gemma3.ALIGNED_DIR, settings: Optional[Dict[str, Any]] = None, progress: bool = True,
           pictures_root: Optional[Path] = None, max_steps: Optional[int] = None) -> Dict[str, Any]:
     """Run both stages and write projector, LoRA and manifest to ``out``. ``max_steps`` (tests): stop each stage
-    after that many steps and write nothing but return the first losses."""
+    after its first that many steps (at most the settings' first_steps), write nothing, and return the losses
+    (stage 1's are the whole run's; stage 2 then starts from a projector trained for those steps only)."""
     from mmguard.engine.finetune import evaluate, finetune
 
     s = settings or SETTINGS
@@ -99,10 +104,10 @@ def align(out: Path = effnet_gemma3.ALIGNED_DIR, settings: Optional[Dict[str, An
     for stage, victim in (("stage1", VICTIMS.build("projector")),
                           ("stage2", VICTIMS.build("projector_lora", rank=lora["rank"], alpha=lora["alpha"],
                                                    dropout=lora["dropout"]))):
-        first = FirstLosses(s["first_steps"])
+        first = FirstLosses(min(max_steps, s["first_steps"]) if max_steps else s["first_steps"], stop=bool(max_steps))
         params = _params(s[stage], s["precision"])
         finetune(adapter, victim, params, data[stage], seed=s["seed"], trainer=trainer, callbacks=[first],
-                 checkpoint_dir=None if max_steps else work / stage, max_steps=max_steps)
+                 checkpoint_dir=None if max_steps else work / stage)
         if not max_steps:  # kept beside the stage's checkpoint: a resumed stage never sees its first steps again
             saved = work / stage / "first_losses.json"
             if len(first.losses) == s["first_steps"]:

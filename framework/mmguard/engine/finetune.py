@@ -45,7 +45,7 @@ def finetune(adapter, victim, params: FinetuneParams, train: Sequence[Sample], *
              trainer: Optional[TrainerParams] = None, logger=False, transform: Optional[Callable] = None,
              out_dir: Optional[Path] = None, probe=None, clean: Optional[Sequence[Sample]] = None,
              plan: Optional[ProbePlan] = None, checkpoint_dir: Optional[Path] = None,
-             callbacks: Sequence = (), max_steps: Optional[int] = None) -> VictimModule:
+             callbacks: Sequence = ()) -> VictimModule:
     """Fine-tune ``adapter`` in place: ``victim`` (a built victim recipe) decides what trains, ``params`` how.
 
     ``probe`` (a built probe, or None): what the adaptive fine-tuner does to ``train`` (``clean``: the clean set,
@@ -53,8 +53,7 @@ def finetune(adapter, victim, params: FinetuneParams, train: Sequence[Sample], *
     ueraser trains on the max loss over augmented copies in the training step. All seeded by ``seed``. ``plan``:
     the probe's plan made already (``probe.plan(train, clean, seed)``), which then stands for probe and clean.
     ``checkpoint_dir``: a Lightning checkpoint is kept there at every epoch's end, and a fine-tune that finds one
-    resumes from it (``ckpt_path``). ``callbacks``: more Lightning callbacks; ``max_steps``: stop after that many
-    optimizer steps (a short reproduction of a longer run)."""
+    resumes from it (``ckpt_path``). ``callbacks``: more Lightning callbacks."""
     L.seed_everything(seed, workers=True, verbose=False)
     if plan is None and probe is not None:
         plan = probe.plan(list(train), None if clean is None else list(clean), seed)
@@ -80,7 +79,6 @@ def finetune(adapter, victim, params: FinetuneParams, train: Sequence[Sample], *
     with quiet_lightning():
         lt = build_trainer(trainer or DEFAULT_TRAINER, max_epochs=params.epochs, precision=params.precision,
                            grad_accum=params.grad_accum, logger=logger, callbacks=callbacks,
-                           max_steps=-1 if max_steps is None else max_steps,
                            checkpointing=checkpoint_dir is not None, strategy=finetune_strategy(trainer or DEFAULT_TRAINER),
                            default_root_dir=str(out_dir) if out_dir else None)
         lt.fit(module, train_dataloaders=loader, ckpt_path=resume_from)
