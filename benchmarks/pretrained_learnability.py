@@ -32,7 +32,7 @@ class EpochAccuracy(L.Callback):
     def on_train_epoch_end(self, trainer, module):
         from mmguard.metrics.accuracy import is_correct
 
-        answers = self.adapter.generate(self.test, max_new_tokens=8)
+        answers = self.adapter.generate(self.test, max_new_tokens=6)
         self.accuracy.append(round(sum(is_correct(a, s) for a, s in zip(answers, self.test)) / len(self.test), 4))
 
 
@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--train", default=str(DIGITS / "train" / "data.json"))
     ap.add_argument("--test", default=str(DIGITS / "test" / "data.json"))
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--models", nargs="+", default=["effnet-gemma3-270m", "tiny-llava"])
     ap.add_argument("--quick", action="store_true", help="a smoke run: 32 train, 16 test, 1 epoch, seed 0")
     ap.add_argument("--out", default=str(HERE / "pretrained_learnability"))
@@ -115,13 +116,22 @@ def main(argv=None) -> int:
     if args.quick:
         train, test, seeds, epochs = train[:32], test[:16], [0], 1
     lora = {"rank": 8, "alpha": 16, "dropout": 0.05}
-    settings = {"effnet-gemma3-270m": ({"epochs": epochs, "lr": 1e-3, "batch_size": 16}, "bf16-mixed"),
-                "tiny-llava": ({"epochs": 10 * epochs, "lr": 3e-3, "batch_size": 16}, "32-true")}
+    settings = {"effnet-gemma3-270m": ({"epochs": epochs, "lr": args.lr, "batch_size": 16}, "bf16-mixed"),
+                "tiny-llava": ({"epochs": 5 * epochs, "lr": 3e-3, "batch_size": 16}, "32-true")}
     started = time.time()
     rows = []
-    for m in args.models:
+    for m in args.models:  # the files are rewritten after every model: a cut-short run keeps what it measured
         params, precision = settings.get(m, settings["effnet-gemma3-270m"])
         rows.append(run_model(m, lora, params, train, test, seeds, precision))
+        write(args, train, test, seeds, rows, started)
+    return 0
+
+
+def write(args, train, test, seeds, rows, started) -> None:
+    import platform
+
+    import torch
+
     result = {"data": {"name": Path(args.train).parent.parent.name if Path(args.train).parent.name == "train"
                        else Path(args.train).stem, "train": args.train, "test": args.test,
                        "train_n": len(train), "test_n": len(test)},
@@ -130,8 +140,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-    return 0
+    print(markdown(result), flush=True)
 
 
 if __name__ == "__main__":
