@@ -160,10 +160,11 @@ def build(seed: int = 0, pretrained: bool = True, dtype: Optional[str] = None,
     model.model.language_model = text.model
     model.lm_head = text.lm_head
     model.model.multi_modal_projector.to_empty(device="cpu")
-    _init_projector(model, seed)
     model.tie_weights()
-    if pretrained:
+    if pretrained:  # the aligned projector replaces every projector entry: no random init to draw first
         load_aligned(model, aligned_dir or ALIGNED_DIR)
+    else:
+        _init_projector(model, seed)
     if dtype is not None:
         model.to(getattr(torch, dtype))
     model.eval()
