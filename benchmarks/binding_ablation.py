@@ -5,7 +5,9 @@ Around lambda_bind 1, tau 0.5, |K| 1 (recipes/ablation/binding.yaml): lambda_bin
 families), tau in {0.25, 0.5, 1} (BPH's perturbation tokens; CRS has none) and |K| in {1, 2}. Every protected
 set is made with the white-box surrogate and fine-tuned by it (white-box) with no probe, JPEG q75 and mix 0.5;
 the black-box victim (Gemma 3) fine-tunes the sets of lambda_bind 0 and 1. Each seed is the whole recipe at that
-seed (data, attack and training order; the victims' initializations are pinned, as the recipe says).
+seed: what it varies (the attacks' draws, the black-box victim's initialization, training order) and what the
+recipe pins (the data, seed 0; the white-box victim's initialization, seed 6) the markdown says
+(``config/seeds.py``).
 
 Every number is a mean over seeds with its sample standard deviation; each cell is compared with lambda_bind 0
 on the same seeds by a paired t-test of delta_acc. Tasks run on a pool of worker processes, seed by seed
@@ -174,7 +176,8 @@ def markdown(result: Dict) -> str:
              f"`{result['recipe']}`.",
              "delta_acc = clean accuracy (same victim, probe and seed) minus protected accuracy; mean ± sample std "
              "over seeds. 'vs lambda 0': the mean per-seed difference in delta_acc from multimodal (the same "
-             "objective without the binding term) and the paired t-test's two-sided p.", ""]
+             "objective without the binding term) and the paired t-test's two-sided p."
+             + (f" {result['seeds_vary']}" if result.get("seeds_vary") else ""), ""]
     for threat in ("whitebox", "blackbox"):
         cells = [c for c in result["summary"] if c["threat"] == threat]
         if not cells:
@@ -211,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
+    from mmguard.config.seeds import seed_note
     from mmguard.core.io import atomic_write_json, atomic_write_text
 
     threads = int(os.environ.get("MMGUARD_NUM_THREADS", "1"))
@@ -223,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     t0 = time.time()
     result = {"benchmark": "binding_ablation", "quick": args.quick, "recipe": str(BASE.relative_to(ROOT)),
               "overrides": list(args.overrides), "seeds": list(args.seeds), "jobs": max(1, args.jobs),
+              "seeds_vary": seed_note(specs[0], specs[1]) if len(specs) > 1 else None,
               "defaults": DEFAULTS, "factors": FACTORS, "blackbox_lambdas": list(BLACKBOX_LAMBDAS),
               "machine": {"device": f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
                           if not torch.cuda.is_available() else "cuda: " + torch.cuda.get_device_name(0),

@@ -11,7 +11,9 @@
     one cached step, so about 2x is the ceiling there) and for a random-init one (answers of 8 tokens).
 
 The hand-written arms compute what the framework computes (the LM head on the answer positions only, fused
-AdamW): the ratios measure the framework's own overhead.
+AdamW with the framework's weight decay): the ratios measure the framework's own overhead. Each run checks it
+(``agreement`` in the JSON): (a) the loss and its gradient in the pixels at delta 0, (c) every step's loss and
+gradients; (d) asserts equal predictions; (b) compares two objectives, not one computation.
 
 (a) and (b) at the tiny size and at a medium LLaVA (hidden 256, 4 layers, 96 px). Each arm is repeated and the
 median taken; writes JSON beside this script.
@@ -33,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+from lightning.pytorch import Callback
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -73,11 +76,19 @@ def protection(attack: str, samples, size: str, device: str, folder: Path, P: in
     return module
 
 
-def hand_written_pgd(adapter, samples, P: int, eps: float = 8 / 255, alpha: float = 1 / 255):
-    """The loop without the framework: encode once, then per step process, forward (the LM head on the answer
-    positions only, as the framework does), l_train, sign step."""
+def hand_loss(adapter, tokens, clean, deltas):
+    """l_train of ``clean + deltas`` and its gradient in the deltas, by hand: process, forward (the LM head on the
+    answer positions only, as the framework does), l_train."""
     from mmguard.attacks.losses import l_train
 
+    leaves = [d.detach().requires_grad_(True) for d in deltas]
+    pixels = adapter.to_device(adapter.process([(x + d).clamp(0, 1) for x, d in zip(clean, leaves)]))
+    loss = l_train(adapter.answer_logits({**tokens, **pixels}), reduction="none").mean()
+    return loss, torch.autograd.grad(loss, leaves)
+
+
+def hand_written_pgd(adapter, samples, P: int, eps: float = 8 / 255, alpha: float = 1 / 255):
+    """The loop without the framework: encode once, then per step the loss and its gradient, and a sign step."""
     tokens = adapter.to_device(adapter.collate_tokens([adapter.encode(s) for s in samples]))
     clean = [s.pixels().to(adapter.device) for s in samples]
     deltas = [torch.zeros_like(x) for x in clean]
@@ -85,13 +96,27 @@ def hand_written_pgd(adapter, samples, P: int, eps: float = 8 / 255, alpha: floa
     def run():
         nonlocal deltas
         for _ in range(P):
-            leaves = [d.requires_grad_(True) for d in deltas]
-            pixels = adapter.to_device(adapter.process([(x + d).clamp(0, 1) for x, d in zip(clean, leaves)]))
-            loss = l_train(adapter.answer_logits({**tokens, **pixels}), reduction="none").mean()
-            grads = torch.autograd.grad(loss, leaves)
-            deltas = [((x + (d.detach() - alpha * g.sign()).clamp(-eps, eps)).clamp(0, 1) - x)
-                      for x, d, g in zip(clean, leaves, grads)]
+            _, grads = hand_loss(adapter, tokens, clean, deltas)
+            deltas = [((x + (d - alpha * g.sign()).clamp(-eps, eps)).clamp(0, 1) - x)
+                      for x, d, g in zip(clean, deltas, grads)]
     return run
+
+
+def pgd_agreement(module, samples) -> dict:
+    """The framework's PGD objective (``ProtectionModule.l_prot``, as ``pgd`` sums it) against the hand-written
+    arm's at delta 0 on the same surrogate and batch: the loss and each pixel's gradient (largest differences,
+    the gradient's relative to its largest entry)."""
+    adapter = module.surrogates[0]
+    tokens = adapter.to_device(adapter.collate_tokens([adapter.encode(s) for s in samples]))
+    clean = [s.pixels().to(adapter.device) for s in samples]
+    loss, grads = hand_loss(adapter, tokens, clean, [torch.zeros_like(x) for x in clean])
+    views = module.views(samples, [module.triggers.get(s.id) for s in samples], module.clean_passes(samples))
+    leaves = [torch.zeros_like(x).requires_grad_(True) for x in clean]
+    framework = module.l_prot(views, [(x + d).clamp(0, 1) for x, d in zip(clean, leaves)], leaves).sum() / len(samples)
+    ours = torch.autograd.grad(framework, leaves)
+    scale = max(float(g.abs().max()) for g in grads)
+    return {"loss": float(loss), "loss_diff": abs(float(framework) - float(loss)),
+            "grad_rel_diff": max(float((a - b).abs().max()) for a, b in zip(ours, grads)) / max(scale, 1e-30)}
 
 
 def pgd_arms(size: str, device: str, batch: int, P: int, repeats: int) -> dict:
@@ -106,10 +131,12 @@ def pgd_arms(size: str, device: str, batch: int, P: int, repeats: int) -> dict:
             for a in m.surrogates:
                 a.model.eval()
         hand = hand_written_pgd(em.surrogates[0], samples, P)
+        agreement = pgd_agreement(em, samples)
         t = interleaved({"hand_written": hand, "em_image": lambda: em.pgd(samples, cleans_em, 0),
                          "mmguard_bph": lambda: bph.pgd(samples, cleans_bph, 0)}, repeats)
     per_step = {k: v / P for k, v in t.items()}
-    return {"size": size, "batch": batch, "P": P, "step_s": {k: round(v, 5) for k, v in per_step.items()},
+    return {"size": size, "batch": batch, "P": P, "agreement": agreement,
+            "step_s": {k: round(v, 5) for k, v in per_step.items()},
             "framework_over_hand_written": round(per_step["em_image"] / per_step["hand_written"], 3),
             "bph_over_em_image": round(per_step["mmguard_bph"] / per_step["em_image"], 3)}
 
@@ -129,27 +156,61 @@ def finetune_arms(steps: int, batch: int, repeats: int) -> dict:
     train = generate(steps * batch, seed=1, types=("colour",))
     params = FinetuneParams(epochs=1, lr=2e-3, batch_size=batch)
 
-    def framework():
+    def framework(record=None):
         with quiet_lightning():
             finetune(build_model("tiny-llava", seed=0), VICTIMS.build("full"), params, train, seed=0,
-                     trainer=TrainerParams(accelerator="cpu", progress_bar=False))
+                     trainer=TrainerParams(accelerator="cpu", progress_bar=False),
+                     callbacks=[record] if record is not None else [])
 
-    def hand():
+    def hand(record=None):
         adapter = build_model("tiny-llava", seed=0)
         trainable = VICTIMS.build("full").prepare(adapter)
         adapter.model.train()
-        opt = torch.optim.AdamW(trainable, lr=params.lr, fused=True)  # the same optimizer as the framework's
+        # the same optimizer as the framework's (its weight decay too: AdamW's own default is 0.01)
+        opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay, fused=True)
         sched = get_cosine_schedule_with_warmup(opt, int(params.warmup_ratio * steps), steps)
         for b in train_loader(adapter, train, batch, seed=0):
             loss = l_train(adapter.answer_logits(b), reduction="token_mean")
             opt.zero_grad()
             loss.backward()
+            if record is not None:
+                record.add(loss, trainable)
             opt.step()
             sched.step()
 
+    ours, theirs = Steps(), Steps()
+    framework(ours)
+    hand(theirs)
     t = interleaved({"hand_written": hand, "framework": framework}, repeats)
-    return {"steps": steps, "batch": batch, "step_s": {k: round(v / steps, 5) for k, v in t.items()},
+    return {"steps": steps, "batch": batch, "agreement": ours.against(theirs),
+            "step_s": {k: round(v / steps, 5) for k, v in t.items()},
             "framework_over_hand_written": round(t["framework"] / t["hand_written"], 3)}
+
+
+class Steps(Callback):
+    """Each step's loss and gradients (a Lightning callback for the framework arm, called by hand in the other)."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses, self.grads = [], []
+
+    def add(self, loss, params) -> None:
+        self.losses.append(float(loss))
+        self.grads.append(torch.cat([p.grad.detach().flatten() for p in params if p.grad is not None]))
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+        self.grads.append(torch.cat([p.grad.detach().flatten() for p in module.trainable if p.grad is not None]))
+
+    def against(self, other: "Steps") -> dict:
+        """The largest differences of the two arms' per-step losses and gradients (relative to the largest entry)."""
+        assert len(self.losses) == len(other.losses) == len(self.grads) == len(other.grads) > 0
+        return {"steps": len(self.losses),
+                "loss_diff": max(abs(a - b) for a, b in zip(self.losses, other.losses)),
+                "grad_rel_diff": max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+                                     for a, b in zip(self.grads, other.grads))}
 
 
 # -- (d): evaluation of 200 samples ------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 REQUIRED_PROBES = ("jpeg", "blur", "rcp", "resize", "grayscale", "bitdepth", "median", "iss", "ueraser",
                    "punctuation", "case", "whitespace", "rcp_punctuation", "jpeg_case", "blur_whitespace", "mix",
                    "question_strip", "onion")
-ROW_KEYS = ("threat", "seed", "attack", "surrogates", "victim", "probe", "accuracy", "delta_acc",
+ROW_KEYS = ("threat", "threat_model", "seed", "attack", "surrogates", "victim", "probe", "accuracy", "delta_acc",
             "clean_accuracy", "psnr", "ssim", "seconds", "note")
 
 
@@ -103,7 +103,8 @@ def assemble(cfgs, tasks: Sequence[Task], keys: Dict, results: Dict[str, Dict], 
                     if r is None:
                         continue
                     row = {k: r.get(k) for k in ROW_KEYS}
-                    row.update(threat=threat, seed=seed, clean_accuracy=clean.get((v.label, p.label)))
+                    row.update(threat=threat, seed=seed, clean_accuracy=clean.get((v.label, p.label)),
+                               threat_model=row_threat(cfg, v.label, a))
                     entry["rows"].append(row)
         for a in cfg.attacks:
             done = results.get(keys[(cfg.name, a.label)])
@@ -116,6 +117,22 @@ def assemble(cfgs, tasks: Sequence[Task], keys: Dict, results: Dict[str, Dict], 
                 vals = [d[key] for d in a["per_seed"].values() if d.get(key) is not None]
                 a[key] = sum(vals) / len(vals) if vals else None
     return list(threats.values())
+
+
+def row_threat(cfg, victim: str, attack: str):
+    """The threat model of a row (``attack`` against ``victim``) from the weights its models start from: the
+    white-box recipe's adapter rows fine-tune the pre-trained twin, not the surrogate's random init (gray-box)."""
+    from mmguard.models.threat import threat_model
+
+    return None if attack == "clean" else threat_model(cfg.attack(attack).surrogates, cfg.victim(victim).model)
+
+
+def seeds_vary(path: Path, overrides: Sequence[str], overlays: Sequence, seed: int) -> str:
+    """What the seeds of a threat recipe vary (the recipe at ``seed`` and at the next seed compared)."""
+    from mmguard.config.recipe import load_recipe
+    from mmguard.config.seeds import seed_note
+
+    return seed_note(*(load_recipe(path, [*overrides, f"seed={s}"], overlays=overlays) for s in (seed, seed + 1)))
 
 
 def add_threat(result: Dict, threat: Dict) -> None:
@@ -133,7 +150,8 @@ def probe_tree(p) -> Dict:
 
 def _victim(v) -> Dict:
     f = v.finetune
-    return {"label": v.label, "model": v.model.name, "name": v.name, "epochs": f.epochs, "lr": f.lr,
+    return {"label": v.label, "model": v.model.name, "seed": v.model.seed, "pretrained": v.model.pretrained,
+            "name": v.name, "epochs": f.epochs, "lr": f.lr,
             "adv_eps": f.adv_eps, "adv_steps": f.adv_steps, "probes": v.probes}
 
 
@@ -170,7 +188,10 @@ def markdown(result: Dict) -> str:
              f"Recipes: {recipes}, overlay `{result['matrix']}`"
              + (f", overrides `{' '.join(result['overrides'])}`." if result["overrides"] else "."),
              "Accuracy is on the clean test set; delta_acc = clean fine-tuning accuracy (same victim, same probe) "
-             "minus the protected one (larger: stronger protection).", "",
+             "minus the protected one (larger: stronger protection). A section is a threat recipe; a row's threat "
+             "model is decided from the weights its victim and the attack's surrogates start from (white-box: the "
+             "victim starts from a surrogate's weights; gray-box: other weights of the same family; black-box: "
+             "other families).", "",
              "## Protections", "",
              "| threat | attack | surrogates | PSNR (dB) | SSIM | protect (s) |", "|---|---|---|---|---|---|"]
     for t in result["threats"]:
@@ -181,12 +202,13 @@ def markdown(result: Dict) -> str:
     for t in result["threats"]:
         rows = [r for r in result["rows"] if r["threat"] == t["threat"]]
         attacks = list(t["attacks"]) or sorted({r["attack"] for r in rows if r["attack"] != "clean"})
+        vary = (result.get("seeds_vary") or {}).get(t["threat"])
         lines += ["", f"## {t['threat']}", "",
                   "accuracy (delta_acc) per attack" + (f", mean ± sample std over seeds {', '.join(map(str, t['seeds']))}"
                                                        if len(t["seeds"]) > 1 else f", seed {t['seeds'][0]}")
-                  + "; seconds: fine-tuning + evaluation of the row's fits", "",
-                  "| victim | probe | clean | " + " | ".join(attacks) + " | seconds |",
-                  "|---|---|---|" + "---|" * len(attacks) + "---|"]
+                  + "; seconds: fine-tuning + evaluation of the row's fits." + (f" {vary}" if vary else ""), "",
+                  "| victim | probe | threat model | clean | " + " | ".join(attacks) + " | seconds |",
+                  "|---|---|---|---|" + "---|" * len(attacks) + "---|"]
         cells: Dict = {}
         for r in rows:
             cells.setdefault((r["victim"], r["probe"]), {}).setdefault(r["attack"], []).append(r)
@@ -195,8 +217,9 @@ def markdown(result: Dict) -> str:
         for (victim, probe), by in cells.items():
             accs = [_cell(by[a]) if a in by else "-" for a in attacks]
             secs = sum(r.get("seconds") or 0 for rs in by.values() for r in rs)
-            lines.append(f"| {victim} | {probe} | {_mean(by.get('clean', []), 'accuracy')} | " + " | ".join(accs) +
-                         f" | {secs:.0f} |")
+            threats = "/".join(dict.fromkeys(r.get("threat_model") or "-" for a in attacks for r in by.get(a, [])))
+            lines.append(f"| {victim} | {probe} | {threats or '-'} | {_mean(by.get('clean', []), 'accuracy')} | "
+                         + " | ".join(accs) + f" | {secs:.0f} |")
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -236,9 +259,10 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     overlays = [args.matrix] + ([DEBUG] if args.quick else [])
     import dataclasses
 
-    cfgs = []  # (threat, seed, recipe at that seed), all checked before any work
+    cfgs, notes = [], {}  # (threat, seed, recipe at that seed), all checked before any work; what seeds vary
     for path in recipes:
         base = load_recipe(path, args.overrides, overlays=overlays)
+        notes[base.name] = seeds_vary(path, args.overrides, overlays, (args.seeds or [base.seed])[0])
         for seed in args.seeds or [base.seed]:
             cfg = load_recipe(path, [*args.overrides, f"seed={seed}"], overlays=overlays)
             cfgs.append((base.name, seed, dataclasses.replace(cfg, name=f"{base.name}-seed{seed}")))
@@ -247,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     t0 = time.time()
     result = {"benchmark": "threat_matrix", "quick": args.quick, "recipes": [_rel(p) for p in recipes],
               "matrix": _rel(Path(args.matrix)), "overrides": list(args.overrides), "jobs": max(1, args.jobs),
-              "seeds": args.seeds,
+              "seeds": args.seeds, "seeds_vary": notes,
               "machine": {"device": "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available()
                           else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
                           "threads": threads, "python": platform.python_version(), "torch": torch.__version__},

@@ -156,10 +156,10 @@ def cmd_zoo(args) -> int:
         if not is_tiny(name):  # a pre-trained model: its alignment, on every core (a 270M model, not a tiny one)
             import torch
 
-            from mmguard.engine.align import align
+            from mmguard.engine.align import align_model
 
             torch.set_num_threads(int(os.environ.get("MMGUARD_NUM_THREADS", os.cpu_count() or 1)))
-            manifest = align()
+            manifest = align_model(name)
             print(f"{name}: aligned in {manifest['wall_s']:.0f} s; held-out accuracy "
                   f"{manifest['held_out_accuracy']['before']:.3f} -> {manifest['held_out_accuracy']['after']:.3f}")
             continue

@@ -48,3 +48,5 @@ def test_binding_ablation_quick(tmp_path):
     releases = [p for p in (tmp_path / "runs" / "protected").iterdir() if not p.name.startswith(".")]
     assert len(releases) == 11 * 2
     assert "# Binding ablation" in out.with_suffix(".md").read_text()
+    assert res["seeds_vary"].startswith("Seeds vary the initialization of tiny-gemma3") and \
+        res["seeds_vary"] in out.with_suffix(".md").read_text()  # the black-box victim's init follows the seed

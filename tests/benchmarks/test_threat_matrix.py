@@ -33,6 +33,10 @@ def test_threat_matrix_quick(tmp_path):
     assert [t["threat"] for t in res["threats"]] == ["whitebox", "graybox", "blackbox"]
     md = out.with_suffix(".md").read_text()
     assert "# Threat matrix" in md and "PSNR" in md and "mean ± sample std over seeds 0, 1" in md
+    assert "| threat model |" in md and md.count("Seeds vary the attacks' draws") == 2  # blackbox: inits too
+    threats = {t: {r["threat_model"] for r in res["rows"] if r["threat"] == t and r["attack"] != "clean"}
+               for t in ("whitebox", "graybox", "blackbox")}
+    assert threats == {"whitebox": {"white-box"}, "graybox": {"gray-box"}, "blackbox": {"black-box"}}  # all from init
     by_threat = {t["threat"]: t for t in res["threats"]}
     assert set(by_threat["whitebox"]["attacks"]) == set(by_threat["graybox"]["attacks"]) == {"mmguard_bph",
                                                                                              "mmguard_crs"}

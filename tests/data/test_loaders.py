@@ -208,7 +208,12 @@ def test_llava_json_reads_design_format(llava_file, monkeypatch, tmp_path):
     assert first.id == "0000" and first.question == "What digit is shown?"
     assert first.answer == "seven" and first.answers == ["seven", "7"] and first.choices is None
     assert Path(first.image) == llava_file.parent / "images" / "0000.png"
-    assert DATASETS.build("llava_json", train=llava_file, limit=2)["train"][1].id == "0001"
+    # limit: a subsample drawn from the data seed, in file order
+    drawn = {seed: [x.id for x in DATASETS.build("llava_json", train=llava_file, limit=2, seed=seed)["train"]]
+             for seed in range(6)}
+    assert all(len(ids) == 2 and ids == sorted(ids) for ids in drawn.values())
+    assert len(set(map(tuple, drawn.values()))) > 1
+    assert drawn[3] == [x.id for x in DATASETS.build("llava_json", train=llava_file, limit=2, seed=3)["train"]]
 
 
 def _write(tmp_path, data, name="bad.json"):
@@ -328,7 +333,12 @@ def test_realworldqa_partition_and_options(hub_dirs):
     op = next(x for x in s["train"] + s["test"] if x.id == "realworldqa-00003")
     assert op.choices is None and op.answer == "3" and op.question.startswith("How many cones")
     again = DATASETS.build("realworldqa", **_hub_kwargs(hub_dirs, "realworldqa", test_fraction=0.3, limit=2))
-    assert [x.id for x in again["test"]] == [x.id for x in s["test"]][:2] and len(again["train"]) == 2
+    test_ids = [x.id for x in s["test"]]  # limit: rows of the same partition, drawn from the seed, in row order
+    assert len(again["test"]) == len(again["train"]) == 2
+    assert [x.id for x in again["test"]] == [i for i in test_ids if i in {x.id for x in again["test"]}]
+    other = DATASETS.build("realworldqa", **_hub_kwargs(hub_dirs, "realworldqa", test_fraction=0.3, seed=1))
+    assert sorted(x.id for x in other["train"] + other["test"]) == sorted(ids)
+    assert [x.id for x in other["test"]] != test_ids
     with pytest.raises(ValueError, match="test_fraction"):
         DATASETS.build("realworldqa", **_hub_kwargs(hub_dirs, "realworldqa", test_fraction=0.0))
 

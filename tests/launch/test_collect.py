@@ -56,6 +56,8 @@ def test_mean_and_sample_std_over_seeds(recipe, tmp_path, capsys):
     md = capsys.readouterr().out
     assert "| mmguard_bph | tiny-llava/lora | none | 2 | 0.350 ± 0.212 | 0.500 ± 0.283 | 34.50 ± 0.71 | - |" in md
     assert "sample standard deviation (ddof=1)" in md
+    assert table["seeds_vary"] in md  # what the folders' seeds varied, from their recipes
+    assert table["seeds_vary"].startswith("Seeds vary the data draw; the pre-trained twin of tiny-llava; the attacks'")
     assert (tmp_path / "table" / "collect.md").read_text() in md
     rows = list(csv.DictReader(io.StringIO((tmp_path / "table" / "collect.csv").read_text())))
     assert rows[1]["attack"] == "mmguard_bph" and float(rows[1]["delta_acc_std"]) == pytest.approx(0.2828427)

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from helpers import pretrained_installed
+from mmguard.core.errors import UserError
+from mmguard.models.effnet_gemma3 import ALIGNMENTS, aligned_dir
 
 pytestmark = pytest.mark.skipif(not pretrained_installed(), reason='needs pip install -e ".[pretrained]"')
 
@@ -157,25 +159,50 @@ def test_checkpoint_round_trip(adapter, digits, tmp_path):
         assert torch.allclose(loaded.forward(batch), adapter.forward(batch), atol=1e-4)
 
 
-def test_the_committed_alignment_is_what_its_manifest_says():
+@pytest.mark.parametrize("name", sorted(ALIGNMENTS))
+def test_the_committed_alignment_is_what_its_manifest_says(name):
     from safetensors.torch import load_file
 
-    from mmguard.models.effnet_gemma3 import ALIGNED_DIR
+    from mmguard.engine.align import SETTINGS
     from mmguard.models.weights import source_hashes
 
-    manifest = json.loads((ALIGNED_DIR / "manifest.json").read_text())
-    assert manifest["sources"] == source_hashes()
+    folder = aligned_dir(name)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["sources"] == source_hashes() and manifest["model"] == name
+    assert manifest["seed"] == ALIGNMENTS[name] and manifest["settings"] == {**SETTINGS, "seed": ALIGNMENTS[name]}
     assert manifest["held_out_accuracy"]["after"] > manifest["held_out_accuracy"]["before"] + 0.3
-    lora = load_file(str(ALIGNED_DIR / "lora.safetensors"))
+    lora = load_file(str(folder / "lora.safetensors"))
     assert lora and all(v.shape[0] == manifest["stage2"]["lora"]["rank"] for k, v in lora.items() if "lora_A" in k)
+
+
+def test_the_alignments_share_no_trained_tensor():
+    """The gray-box pair: the same packaged tower and language model, every trained entry (projector, LoRA) drawn
+    and trained apart."""
+    from safetensors.torch import load_file
+
+    first, *others = sorted(ALIGNMENTS)
+    for other in others:
+        for part in ("projector.safetensors", "lora.safetensors"):
+            a, b = load_file(str(aligned_dir(first) / part)), load_file(str(aligned_dir(other) / part))
+            assert a.keys() == b.keys()
+            assert not any(torch.equal(a[k], b[k]) for k in a), f"{other} shares {part} entries with {first}"
+
+
+def test_an_alignment_of_another_seed_is_refused(tmp_path):
+    import shutil
+
+    from mmguard.models.effnet_gemma3 import load_aligned
+
+    shutil.copytree(aligned_dir(NAME), tmp_path / "copy")
+    with pytest.raises(UserError, match="aligned at seed 0, effnet-gemma3-270m-align1 is the alignment at seed 1"):
+        load_aligned(None, tmp_path / "copy", "effnet-gemma3-270m-align1")
 
 
 @pytest.mark.slow
 def test_a_short_alignment_reproduces_the_committed_first_steps():
     from mmguard.engine.align import SETTINGS, align
-    from mmguard.models.effnet_gemma3 import ALIGNED_DIR
 
-    manifest = json.loads((ALIGNED_DIR / "manifest.json").read_text())
+    manifest = json.loads((aligned_dir(NAME) / "manifest.json").read_text())
     assert manifest["settings"] == SETTINGS
     steps = 3
     record = align(settings=SETTINGS, progress=False, max_steps=steps)

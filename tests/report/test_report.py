@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mmguard.cli import main
-from mmguard.report.summary import inserted_span, protection_left, threat_model
+from mmguard.report.summary import inserted_span, protection_left, recipe_threats, row_threat
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,6 +41,8 @@ def test_run_writes_a_self_contained_report(run_dir):
     for a in ATTACKS:
         assert {f"grid__{a}.png", f"attention__{a}.png"} <= figs
     assert {"accuracy__tiny-llava_full.png", "accuracy__threat_models.png"} <= figs
+    rows = json.loads((run_dir / "results.json").read_text())["rows"]
+    assert {r.get("threat_model") for r in rows if r["attack"] in ATTACKS} == {"white-box"}  # the victim's own model
     srcs = _srcs(page)
     assert len(srcs) == len(figs) and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r"<(script|link)\b", page) and "http://" not in page and "https://" not in page
@@ -139,10 +141,21 @@ def test_protection_left_in_words():
 
 
 def test_threat_models_and_trigger_spans():
-    assert threat_model(["tiny-llava"], "tiny-llava") == "white-box"
-    assert threat_model(["tiny-llava"], "tiny-llava-wide") == "gray-box"
-    assert threat_model(["tiny-qwen3_vl", "tiny-gemma3"], "tiny-llava") == "black-box"
-    assert threat_model(["tiny-llava"], "org/some-checkpoint") == "unknown"
+    # a row says what the run decided from the weights; one written before rows did gets it from the recipe
+    assert row_threat({"attack": "a", "threat_model": "gray-box", "surrogates": ["tiny-llava"],
+                       "victim": "tiny-llava/lora"}) == "gray-box"
+    cfg = {"victims": [{"label": "tiny-llava/full", "model": "tiny-llava", "seed": 6, "pretrained": False},
+                       {"label": "tiny-llava/lora", "model": "tiny-llava", "seed": 6, "pretrained": True}],
+           "attacks": [{"label": "a", "surrogates": [{"name": "tiny-llava", "seed": 6, "pretrained": False}]}]}
+    rows = [{"attack": "a", "victim": v, "surrogates": ["tiny-llava"]} for v in ("tiny-llava/full", "tiny-llava/lora")]
+    recipe_threats(cfg, rows)
+    assert [row_threat(r) for r in rows] == ["white-box", "gray-box"]  # the twin is not the random init
+    # names alone: other families are black-box; the same family cannot tell white- from gray-box
+    assert row_threat({"attack": "a", "surrogates": ["tiny-qwen3_vl", "tiny-gemma3"], "victim": "tiny-llava/x"}) == \
+        "black-box"
+    assert row_threat({"attack": "a", "surrogates": ["tiny-llava"], "victim": "tiny-llava/x"}) == "unknown"
+    assert row_threat({"attack": "a", "surrogates": ["tiny-llava"], "victim": "org/some-checkpoint/x"}) == "unknown"
+    assert row_threat({"attack": "clean", "victim": "tiny-llava/x"}) is None
     q = "What colour is the shape?"
     assert inserted_span(q, q + " yarrow now") == (len(q), len(q) + len(" yarrow now"))
     assert inserted_span("Is it red?", "Is it quartz red?") == (6, 13)

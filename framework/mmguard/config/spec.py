@@ -89,7 +89,9 @@ class RunSpec:
     eval: EvalParams
     trainer: TrainerParams
     logger: LoggerParams
-    # the seed axis: the whole recipe once per seed (every seed the recipe leaves open follows it)
+    # the seed axis: the whole recipe once per seed. The recipe's seed drives what the recipe leaves open: the
+    # data draw (data.seed), a from-init model's initialization and which pre-trained twin (a model's seed), the
+    # attack's draws (attacks[].seed); a victim's LoRA initialization, batch order and probe draws always follow it.
     seeds: Optional[List[int]] = None
     source: Optional[Dict[str, Any]] = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -136,7 +138,7 @@ def _resolve(t: Dict[str, Any]) -> RunSpec:
             raise UserError(f"key 'seeds': {seeds} must be distinct seeds >= 0 (e.g. [0, 1, 2])")
     name = value_at(t.get("name", "recipe"), str, "name")
     data = _data(mapping_at(t.get("data") or {"name": "synthetic"}, "data"), mapping_at(each.get("data") or {},
-                                                                                    "each.data"))
+                                                                                    "each.data"), seed)
     probes = _probes(list_at(t.get("probes", [{"name": "none"}]), "probes"), each)
     victims = _victims(t, seed, each, [p.label for p in probes])
     attacks = _attacks(list_at(t.get("attacks") or [], "attacks"), seed, victims, each)
@@ -152,7 +154,7 @@ def _resolve(t: Dict[str, Any]) -> RunSpec:
 
 
 # -- data
-def _data(raw: Dict[str, Any], each: Dict[str, Any]) -> DataSpec:
+def _data(raw: Dict[str, Any], each: Dict[str, Any], seed: int) -> DataSpec:
     from mmguard.data.checks import check_splits
 
     if "name" not in raw:
@@ -161,6 +163,8 @@ def _data(raw: Dict[str, Any], each: Dict[str, Any]) -> DataSpec:
     loader = DATASETS.get(name)
     check_keys = [k for k in declared(check_splits) if k != "splits"]
     raw = {**raw, **{k: v for k, v in each.items() if k in declared(loader) or k in check_keys}}
+    if "seed" in declared(loader) and raw.get("seed") is None:
+        raw["seed"] = seed  # the data draw (generated images, a split, a subsample) follows the recipe's seed
     loader_values = {k: v for k, v in raw.items() if k not in check_keys and k not in DATA_OWN}
     params = bind(loader, loader_values, "data", what=f"dataset '{name}'")
     checks = bind(check_splits, {k: v for k, v in raw.items() if k in check_keys}, "data", exclude=("splits",))

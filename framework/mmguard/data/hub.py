@@ -20,8 +20,9 @@ docvqa         lmms-lab/DocVQA (DocVQA)     train / validation         image, qu
 =============  ===========================  =========================  ===============================================
 
 When ``train_split == test_split`` (RealWorldQA and MMStar ship one split) the split is partitioned by a seeded
-permutation: ``test_fraction`` of it is the test set and the rest the train set, with no overlap. ``limit`` caps
-each split. Rows without an image or without a reference answer are skipped.
+permutation: ``test_fraction`` of it is the test set and the rest the train set, with no overlap. ``limit`` draws
+that many rows of each split (kept in their order). Both draws come from ``seed`` (a recipe's seed unless pinned).
+Rows without an image or without a reference answer are skipped.
 """
 from __future__ import annotations
 
@@ -130,11 +131,16 @@ def _check_columns(ds, spec: HubSpec, path: str, split: str) -> None:
 
 
 def _convert(ds, indices: Sequence[int], spec: HubSpec, split: str, limit: Optional[int],
-             path: str) -> List[Sample]:
-    out: List[Sample] = []
+             path: str, seed: int, stream: int) -> List[Sample]:
+    """The samples of rows ``indices``; with ``limit``, the first ``limit`` usable rows of a permutation drawn
+    from (``seed``, ``stream``), returned in row order."""
+    out: List[Tuple[int, Sample]] = []
     if limit is not None and int(limit) <= 0:
-        return out
-    for i in indices:
+        return []
+    order = list(indices)
+    if limit is not None and int(limit) < len(order):
+        order = [order[k] for k in np.random.default_rng([int(seed), stream]).permutation(len(order))]
+    for i in order:
         where = f"dataset '{spec.name}': {str(path)!r} split {split!r} row {int(i)}"
         row = _row(ds, int(i), where)
         row["image"] = _as_pil(row.get("image"), where)
@@ -145,15 +151,15 @@ def _convert(ds, indices: Sequence[int], spec: HubSpec, split: str, limit: Optio
         if sample is None:
             continue
         sample.origin = Origin(f"dataset '{spec.name}': {str(path)!r}", f"split {split!r} row {int(i)}", sample.id)
-        out.append(sample)
+        out.append((int(i), sample))
         if limit is not None and len(out) >= int(limit):
             break
-    return out
+    return [sample for _, sample in sorted(out, key=lambda pair: pair[0])]
 
 
 def load_hub(spec: HubSpec, *, path: Optional[str] = None, train_split: Optional[str] = None,
              test_split: Optional[str] = None, limit: Optional[int] = None, config: Optional[str] = "default",
-             test_fraction: float = 0.5, split_seed: int = 0, cache_dir: Optional[str] = None) -> Splits:
+             test_fraction: float = 0.5, seed: int = 0, cache_dir: Optional[str] = None) -> Splits:
     path = str(path or spec.path)
     train_split = train_split or spec.train_split
     test_split = test_split or spec.test_split
@@ -164,15 +170,15 @@ def load_hub(spec: HubSpec, *, path: Optional[str] = None, train_split: Optional
         if not 0.0 < test_fraction < 1.0:
             raise HubDataError(f"dataset '{spec.name}': train and test both read split {train_split!r}, so "
                                f"test_fraction must lie strictly between 0 and 1 (got {test_fraction})")
-        order = np.random.default_rng(int(split_seed)).permutation(len(train_ds))
+        order = np.random.default_rng(int(seed)).permutation(len(train_ds))
         n_test = int(round(len(train_ds) * test_fraction))
         test_ds, test_idx, train_idx = train_ds, sorted(order[:n_test].tolist()), sorted(order[n_test:].tolist())
     else:
         test_ds = load_hf_split(path, test_split, config=config, cache_dir=cache_dir, dataset=spec.name)
         _check_columns(test_ds, spec, path, test_split)
         train_idx, test_idx = range(len(train_ds)), range(len(test_ds))
-    return {"train": _convert(train_ds, train_idx, spec, train_split, limit, path),
-            "test": _convert(test_ds, test_idx, spec, test_split, limit, path)}
+    return {"train": _convert(train_ds, train_idx, spec, train_split, limit, path, seed, 0),
+            "test": _convert(test_ds, test_idx, spec, test_split, limit, path, seed, 1)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -326,9 +332,9 @@ HUB_SPECS: Dict[str, HubSpec] = {s.name: s for s in (
 def _make_loader(spec: HubSpec) -> Callable[..., Splits]:
     def load(path: Optional[str] = None, train_split: Optional[str] = None, test_split: Optional[str] = None,
              limit: Limit = None, config: Optional[str] = "default", test_fraction: TestFraction = 0.5,
-             split_seed: int = 0, cache_dir: Optional[str] = None) -> Splits:
+             seed: int = 0, cache_dir: Optional[str] = None) -> Splits:
         return load_hub(spec, path=path, train_split=train_split, test_split=test_split, limit=limit,
-                        config=config, test_fraction=test_fraction, split_seed=split_seed, cache_dir=cache_dir)
+                        config=config, test_fraction=test_fraction, seed=seed, cache_dir=cache_dir)
 
     load.__name__ = f"load_{spec.name}"
     load.__qualname__ = load.__name__

@@ -17,6 +17,10 @@ entries without an image are skipped with a warning. Image paths must stay insid
 ``allow_outside`` is true (see :mod:`mmguard.data.files`). Empty questions and answers are refused. Errors raise
 :class:`DataFormatError` (a ``UserError``), whose message names the file, the entry (index and id) and the field.
 
+``seed`` is a loader's data draw: the synthetic generator's images and classes; for files, the ``test_fraction``
+partition and the ``limit`` subsample (kept in file order). A recipe that leaves ``data.seed`` unset passes its own
+seed (``config/spec.py``), so its seeds vary the data; ``data: {seed: 0}`` pins them.
+
 Loaders only read the files; :func:`mmguard.data.checks.check_splits` then decodes every image once, before any
 work, and refuses the ones that cannot be used.
 """
@@ -80,8 +84,15 @@ def split_train_test(samples: Sequence[Sample], test_fraction: float, seed: int 
     return [samples[i] for i in train_idx], [samples[i] for i in test_idx]
 
 
-def _limit(samples: List[Sample], limit: Optional[int]) -> List[Sample]:
-    return samples if limit is None else samples[: int(limit)]
+def _limit(samples: List[Sample], limit: Optional[int], seed: Optional[int] = None, stream: int = 0) -> List[Sample]:
+    """``limit`` of ``samples`` drawn with (``seed``, ``stream``: one per split), in their order; all when no more.
+    ``seed`` None: the first ``limit`` (a generated set, drawn from its seed already)."""
+    if limit is None or len(samples) <= int(limit):
+        return samples
+    if seed is None:
+        return samples[: int(limit)]
+    keep = np.random.default_rng([int(seed), stream]).choice(len(samples), int(limit), replace=False)
+    return [samples[i] for i in sorted(keep.tolist())]
 
 
 def _refuse(file: Path, entry: Union[int, str], entry_id: Any, field: str, problem: str) -> DataFormatError:
@@ -308,7 +319,7 @@ def read_jsonl(file: PathLike, *, image_root: Optional[PathLike] = None, check_i
 
 
 def _file_splits(reader, train: Optional[PathLike], test: Optional[PathLike], *, limit: Optional[int],
-                 test_fraction: float, split_seed: int, image_root: Optional[PathLike], check_images: bool,
+                 test_fraction: float, seed: int, image_root: Optional[PathLike], check_images: bool,
                  allow_outside: bool, loader: str) -> Splits:
     if train is None and test is None:
         raise UserError(f"dataset '{loader}' needs train=PATH (and test=PATH, or test_fraction to split train)")
@@ -320,10 +331,10 @@ def _file_splits(reader, train: Optional[PathLike], test: Optional[PathLike], *,
     if test is not None:
         test_s = read(test)
     elif test_fraction:
-        train_s, test_s = split_train_test(train_s, test_fraction, split_seed)
+        train_s, test_s = split_train_test(train_s, test_fraction, seed)
     else:
         test_s = []
-    return {"train": _limit(train_s, limit), "test": _limit(test_s, limit)}
+    return {"train": _limit(train_s, limit, seed, 0), "test": _limit(test_s, limit, seed, 1)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,29 +359,29 @@ def load_synthetic(n_train: PositiveInt = 64, n_test: PositiveInt = 64,
 
 @DATASETS.register("llava_json", kind="file")
 def load_llava_json(train: Optional[PathLike] = None, test: Optional[PathLike] = None, *, limit: Limit = None,
-                    test_fraction: TestFraction = 0.0, split_seed: int = 0, image_root: Optional[PathLike] = None,
+                    test_fraction: TestFraction = 0.0, seed: int = 0, image_root: Optional[PathLike] = None,
                     check_images: bool = True, allow_outside: bool = False) -> Splits:
     """DESIGN.md's LLaVA JSON; without ``test``, ``test_fraction`` > 0 carves a test split out of ``train``."""
     return _file_splits(read_conversation_file, train, test, limit=limit, test_fraction=test_fraction,
-                        split_seed=split_seed, image_root=image_root, check_images=check_images,
+                        seed=seed, image_root=image_root, check_images=check_images,
                         allow_outside=allow_outside, loader="llava_json")
 
 
 @DATASETS.register("sharegpt", kind="file")
 def load_sharegpt(train: Optional[PathLike] = None, test: Optional[PathLike] = None, *, limit: Limit = None,
-                  test_fraction: TestFraction = 0.0, split_seed: int = 0, image_root: Optional[PathLike] = None,
+                  test_fraction: TestFraction = 0.0, seed: int = 0, image_root: Optional[PathLike] = None,
                   check_images: bool = True, allow_outside: bool = False) -> Splits:
     """ShareGPT JSON (``conversations``/``messages``, ``from``/``value`` or ``role``/``content``)."""
     return _file_splits(read_conversation_file, train, test, limit=limit, test_fraction=test_fraction,
-                        split_seed=split_seed, image_root=image_root, check_images=check_images,
+                        seed=seed, image_root=image_root, check_images=check_images,
                         allow_outside=allow_outside, loader="sharegpt")
 
 
 @DATASETS.register("jsonl", kind="file")
 def load_jsonl(train: Optional[PathLike] = None, test: Optional[PathLike] = None, *, limit: Limit = None,
-               test_fraction: TestFraction = 0.0, split_seed: int = 0, image_root: Optional[PathLike] = None,
+               test_fraction: TestFraction = 0.0, seed: int = 0, image_root: Optional[PathLike] = None,
                check_images: bool = True, allow_outside: bool = False) -> Splits:
     """One ``{"image", "question", "answer", "answers"?, "choices"?}`` object per line."""
     return _file_splits(read_jsonl, train, test, limit=limit, test_fraction=test_fraction,
-                        split_seed=split_seed, image_root=image_root, check_images=check_images,
+                        seed=seed, image_root=image_root, check_images=check_images,
                         allow_outside=allow_outside, loader="jsonl")

@@ -30,13 +30,13 @@ EXCLUDED_STAMPS = ("symbols/alphabets", "symbols/math", "symbols/money", "symbol
 EMOJI_RANGES = ((0x1F300, 0x1F5FF), (0x1F680, 0x1F6FF), (0x1F900, 0x1F9FF), (0x1FA70, 0x1FAFF))
 
 
-def fetch_pictures(root: Path) -> Path:
-    """The Debian packages unpacked under ``root`` (downloaded once)."""
-    if all((root / (".done-" + p)).is_file() for p in PACKAGES):
+def fetch_pictures(root: Path, packages=PACKAGES) -> Path:
+    """The Debian ``packages`` unpacked under ``root`` (downloaded once)."""
+    if all((root / (".done-" + p)).is_file() for p in packages):
         return root
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        for package in PACKAGES:
+        for package in packages:
             if (root / (".done-" + package)).is_file():
                 continue
             run = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
@@ -49,7 +49,7 @@ def fetch_pictures(root: Path) -> Path:
     return root
 
 
-def _on_white(path: Path) -> Image.Image:
+def on_white(path: Path) -> Image.Image:
     image = Image.open(path).convert("RGBA")
     canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
     canvas.alpha_composite(image)
@@ -124,4 +124,4 @@ def vqa_samples(entries: List[Dict], prefix: str) -> List[Sample]:
 
 def _image(entry: Dict) -> Image.Image:
     image = entry["image"]
-    return image if isinstance(image, Image.Image) else _on_white(Path(image))
+    return image if isinstance(image, Image.Image) else on_white(Path(image))

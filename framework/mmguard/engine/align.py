@@ -85,9 +85,16 @@ def settings_key(settings: Dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def align_model(name: str, progress: bool = True) -> Dict[str, Any]:
+    """Align the registered model ``name`` at its own seed into its folder under ``models/aligned/``."""
+    seed = effnet_gemma3.ALIGNMENTS[name]
+    return align(effnet_gemma3.aligned_dir(name), {**SETTINGS, "seed": seed}, progress=progress, name=name)
+
+
 def align(out: Path = effnet_gemma3.ALIGNED_DIR, settings: Optional[Dict[str, Any]] = None, progress: bool = True,
-          pictures_root: Optional[Path] = None, max_steps: Optional[int] = None) -> Dict[str, Any]:
-    """Run both stages and write projector, LoRA and manifest to ``out``. ``max_steps`` (tests): stop each stage
+          pictures_root: Optional[Path] = None, max_steps: Optional[int] = None,
+          name: str = effnet_gemma3.NAME) -> Dict[str, Any]:
+    """Run both stages and write projector, LoRA and manifest to ``out`` (``name``: the model it becomes). ``max_steps`` (tests): stop each stage
     after its first that many steps (at most the settings' first_steps), write nothing, and return the losses
     (stage 1's are the whole run's; stage 2 then starts from a projector trained for those steps only)."""
     from mmguard.engine.finetune import evaluate, finetune
@@ -128,7 +135,7 @@ def align(out: Path = effnet_gemma3.ALIGNED_DIR, settings: Optional[Dict[str, An
     with atomic_path(out / "lora.safetensors") as tmp:
         save_file(lora_state, str(tmp))
     manifest = {
-        "model": effnet_gemma3.NAME, "seed": s["seed"], "settings": s, "sources": weights.source_hashes(),
+        "model": name, "seed": s["seed"], "settings": s, "sources": weights.source_hashes(),
         "sources_note": "Gemma 3 270M de-quantized from Q4_K_M (not Google's bf16 weights)",
         "data": {**data["counts"], "packages": list(pictures.PACKAGES), "excluded_stamps": list(pictures.EXCLUDED_STAMPS),
                  "stage1_samples": len(data["stage1"]), "stage2_samples": len(data["stage2"])},

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mmguard.attacks.hotflip import admissible_rule
 from mmguard.config.sections import TrainerParams
@@ -65,9 +66,23 @@ def spec_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def sample_identity(s: Sample) -> str:
+    """What a release depends on in a sample: its id, text and image. An in-memory image by its pixels (generated
+    sets reuse ids across data seeds), a file by its name and size (reading 100k files' bytes to key a run would
+    cost more than it saves; a copied data set keeps its key)."""
+    if isinstance(s.image, Image.Image):
+        image = hashlib.sha256(s.image.tobytes()).hexdigest() + f":{s.image.mode}:{s.image.size}"
+    else:
+        path = Path(s.image)
+        image = f"{path.name}:{path.stat().st_size if path.is_file() else -1}"
+    return "\0".join((s.id, s.question, s.answer, image))
+
+
 def protection_hash(spec: AttackSpec, train: Sequence[Sample]) -> str:
-    return spec_hash({"attack": attack_tree(spec), "ids": hashlib.sha256("\n".join(s.id for s in train)
-                                                                          .encode()).hexdigest()})
+    digest = hashlib.sha256()
+    for s in train:
+        digest.update(sample_identity(s).encode() + b"\n")
+    return spec_hash({"attack": attack_tree(spec), "samples": digest.hexdigest()})
 
 
 def build_protection(spec: AttackSpec, train: Sequence[Sample], state: StateDir,
@@ -147,6 +162,8 @@ def release(module: ProtectionModule, spec: AttackSpec, train: Sequence[Sample],
     out.parent.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out))
+    # LPIPS where its backbone weights are on disk (never downloaded); else why not, in the manifest
+    lpips_reason = stealth.lpips_unavailable_reason() if attack.image else "the attack does not change images"
     try:
         writer = DatasetWriter(tmp, llava="data.json", sharegpt="sharegpt.json")
         rows, pairs = [], []
@@ -158,22 +175,25 @@ def release(module: ProtectionModule, spec: AttackSpec, train: Sequence[Sample],
             path = writer.add(s.replace(image=tensor_to_pil(image), question=question))
             pairs.append((s.question, question))
             linf = float((image - x).abs().max())
+            lpips = stealth.lpips(x[None], image[None])[0] if lpips_reason is None else None
             rows.append({"id": s.id, "image": f"images/{image_filename(s.id)}", "linf": linf,
                          "linf_255": round(linf * 255), "trigger": trigger,
                          "trigger_at": module.offsets[s.id] if trigger else None,
                          "psnr": float(stealth.psnr(x[None], image[None])[0]) if attack.image else None,
                          "ssim": float(stealth.ssim(x[None], image[None])[0]) if attack.image else None,
+                         "lpips": None if lpips is None else float(lpips[0]),
                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
         writer.close()
+        summary = {**summarize(rows, seconds, len(module.history)), **text_stealth(pairs)}
         manifest = {
             "attack": spec.name, "label": spec.label, "surrogates": [s.name for s in spec.surrogates],
             "seed": spec.seed, "spec": attack_tree(spec), "spec_hash": key,
             "hyperparameters": {**dataclasses.asdict(spec.loop), **spec.params, "weights": spec.weights},
-            "summary": {**summarize(rows, seconds, len(module.history)), **text_stealth(pairs)},
+            "summary": summary,
             "trigger_rule": admissible_rule() if module.attack.text else None,
             "history": module.history, "samples": rows, "shard": None if shard is None else
             {"index": shard[0], "count": shard[1], "surrogates_adapted": "on this shard's samples only"},
-            "lpips": None, "lpips_reason": stealth.lpips_unavailable_reason(), "versions": versions(),
+            "lpips": summary["lpips"], "lpips_reason": lpips_reason, "versions": versions(),
         }
         atomic_write_json(tmp / MANIFEST, manifest)
         install(tmp, out)
@@ -216,10 +236,10 @@ def read_protected(out: Path) -> Optional[ProtectedSet]:
 
 def summarize(rows: List[Dict[str, Any]], seconds: float, rounds: int) -> Dict[str, Any]:
     def mean(key):
-        vals = [r[key] for r in rows if r[key] is not None and np.isfinite(r[key])]
+        vals = [r.get(key) for r in rows if r.get(key) is not None and np.isfinite(r[key])]
         return float(np.mean(vals)) if vals else None
 
-    return {"n": len(rows), "psnr": mean("psnr"), "ssim": mean("ssim"),
+    return {"n": len(rows), "psnr": mean("psnr"), "ssim": mean("ssim"), "lpips": mean("lpips"),
             "linf_max_255": max(r["linf_255"] for r in rows) if rows else None, "seconds": round(seconds, 1),
             "rounds": rounds}
 
@@ -276,9 +296,10 @@ def merge(run_dir: Path, out: Optional[Path] = None) -> Path:
         atomic_write_json(tmp / "sharegpt.json", sharegpt, indent=1)
         shutil.copy2(parts[0][0] / "dataset_info.json", tmp / "dataset_info.json")
         first = parts[0][1]
-        manifest = {**first, "samples": rows,
-                    "summary": {**summarize(rows, sum(m["summary"]["seconds"] for _, m in parts),
-                                            max(m["summary"]["rounds"] for _, m in parts)),
+        summary = summarize(rows, sum(m["summary"]["seconds"] for _, m in parts),
+                            max(m["summary"]["rounds"] for _, m in parts))
+        manifest = {**first, "samples": rows, "lpips": summary["lpips"],
+                    "summary": {**summary,
                                 "edit_distance": float(np.mean([m["summary"].get("edit_distance", 0) for _, m in parts])),
                                 "bleu": float(np.mean([m["summary"].get("bleu", 1) for _, m in parts]))},
                     "history": [m["history"] for _, m in parts],

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmguard.config.flatten import row_config
 from mmguard.config.recipe import dump
+from mmguard.config.seeds import seed_note
 from mmguard.config.spec import AttackSpec, ProbeSpec, RunSpec, VictimSpec
 from mmguard.config.tree import attack_tree, probe_tree, to_tree, victim_tree
 from mmguard.core.faults import stage
@@ -39,6 +40,7 @@ from mmguard.engine.readback import read_json
 from mmguard.engine.runfolder import RunFolder, data_folders
 from mmguard.engine.tracking import Tracking
 from mmguard.metrics.table import markdown_table, results_markdown, seed_table
+from mmguard.models.threat import threat_model
 from mmguard.probes.base import ProbePlan
 from mmguard.victims.qlora import QLoRAUnavailable
 
@@ -91,6 +93,8 @@ class Runner:
                "elapsed_s": round(time.time() - self.t0, 1), "config": to_tree(self.spec)}
         if self.spec.seeds:
             res["seeds"] = self.spec.seeds
+            if len(self.spec.seeds) > 1:
+                res["seeds_vary"] = seed_note(*(self.spec.at_seed(s) for s in self.spec.seeds[:2]))
         return res
 
     def write(self) -> None:
@@ -161,7 +165,8 @@ class Runner:
         name = f"{kind}__{v.label}__{probe.label}"
         plan = probe_plan(self.spec, probe, train, clean)
         fit = fit_hash(self.spec, v, train, plan)
-        extra = {} if ps is None else {"surrogates": ps.surrogates, "psnr": ps.summary["psnr"],
+        extra = {} if ps is None else {"surrogates": ps.surrogates, "threat_model": self.threat(v, kind),
+                                       "psnr": ps.summary["psnr"],
                                        "ssim": ps.summary["ssim"], "protect_seconds": ps.summary["seconds"],
                                        "rounds": ps.summary["rounds"]}
         shared = find_fit(fit, [(self.out, self.rows), *((f, run_rows(f)) for f in self.reuse)])
@@ -284,7 +289,12 @@ class Runner:
         for a in self.spec.attacks:
             digest = self.row_hash(v, probe, a)
             if not self.finished((a.label, v.label, probe.label), digest):
-                self.add_row(self.row(a.label, v.label, probe.label, None, None, note=note, spec_hash=digest))
+                self.add_row(self.row(a.label, v.label, probe.label, None, None, note=note, spec_hash=digest,
+                                      threat_model=self.threat(v, a.label)))
+
+    def threat(self, v: VictimSpec, attack: str) -> str:
+        """white-, gray- or black-box, from the weights victim ``v`` and the attack's surrogates start from."""
+        return threat_model(self.spec.attack(attack).surrogates, v.model)
 
     def run_probe(self, v: VictimSpec, probe: ProbeSpec, train: List[Sample], test: List[Sample]) -> None:
         digest = self.row_hash(v, probe, None)

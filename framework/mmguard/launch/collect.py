@@ -74,9 +74,11 @@ def collect(dirs: Sequence[str | Path]) -> Dict[str, Any]:
     from mmguard.config.flatten import row_config  # here: the config package imports torch (model names)
 
     folders = run_folders(dirs)
-    records = []
+    records, trees, said = [], [], []
     for folder in folders:
         results, tree = read_folder(folder)
+        trees.append(tree)
+        said += [results["seeds_vary"]] if results.get("seeds_vary") else []  # a seed axis says it itself
         for row in results.get("rows") or []:
             cell = tuple(row.get(k) for k in CELL)
             config = row_config(tree, row.get("attack"), row.get("victim"), row.get("probe"), strict=False)
@@ -103,7 +105,23 @@ def collect(dirs: Sequence[str | Path]) -> Dict[str, Any]:
             out[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         rows.append(out)
     return {"std": "sample standard deviation (ddof=1)", "group_keys": keys,
-            "folders": [str(f) for f in folders], "rows": rows}
+            "folders": [str(f) for f in folders], "seeds_vary": said[0] if said else seeds_vary(trees),
+            "rows": rows}
+
+
+def seeds_vary(trees: Sequence[Dict[str, Any]]) -> Optional[str]:
+    """What the folders' seeds vary (``config/seeds.py``), from the first two recipes at different seeds; None when
+    there are none or they cannot be resolved here."""
+    from mmguard.config.seeds import seed_note
+    from mmguard.config.spec import resolve
+
+    pair = [t for t in trees if t.get("seed") != trees[0].get("seed")][:1]
+    if not pair:
+        return None
+    try:
+        return seed_note(resolve(trees[0]), resolve(pair[0]))
+    except Exception:  # noqa: BLE001 - a recipe that no longer resolves (a model gone) only loses the note
+        return None
 
 
 # ----------------------------------------------------------------------------------------------------- writing
@@ -128,7 +146,8 @@ def to_markdown(table: Dict[str, Any]) -> str:
             mean, std = r[f"{metric}_mean"], r[f"{metric}_std"]
             cells.append(_fmt(mean, digits) + ("" if std is None else f" ± {std:.{digits}f}"))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\n{STD_NOTE}.\n"
+    vary = f" {table['seeds_vary']}" if table.get("seeds_vary") else ""
+    return "\n".join(lines) + f"\n\n{STD_NOTE}.{vary}\n"
 
 
 def to_csv(table: Dict[str, Any]) -> str:

@@ -62,7 +62,8 @@ def results_markdown(results: Dict) -> str:
     if results.get("elapsed_s") is not None:
         notes.append(f"Wall time: {results['elapsed_s']:.0f} s.")
     if seeds:
-        body = ["Mean ± sample standard deviation (ddof=1) over the seeds.", "", seed_table(results["rows"])]
+        vary = f" {results['seeds_vary']}" if results.get("seeds_vary") else ""
+        body = [f"Mean ± sample standard deviation (ddof=1) over the seeds.{vary}", "", seed_table(results["rows"])]
     else:
         body = [markdown_table(results["rows"])]
     return "\n".join(head + body + [""] + notes) + "\n"

@@ -14,6 +14,7 @@ random init (seeded), the starting point of the alignment.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -38,7 +39,17 @@ IMAGE_TOKEN = "<unused99>"
 # with ImageNet's mean and std instead, a daisy and a banana come out as other classes
 EFFNET_MEAN = (127.0 / 255.0,) * 3
 EFFNET_STD = (128.0 / 255.0,) * 3
-ALIGNED_DIR = Path(__file__).resolve().parent / "aligned" / NAME
+# The registered alignments and the seed each was aligned at (its projector's and LoRA's init, data order and
+# held-out split): two of them are a gray-box pair, the same tower and language model with no trained tensor in
+# common
+ALIGNMENTS = {NAME: 0, f"{NAME}-align1": 1}
+
+
+def aligned_dir(name: str = NAME) -> Path:
+    return Path(__file__).resolve().parent / "aligned" / name
+
+
+ALIGNED_DIR = aligned_dir(NAME)
 # Our prompt format as a chat template (saved with a checkpoint): Gemma's turns, the image as one placeholder token
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -117,14 +128,17 @@ def merge_lora(model, state: Dict[str, torch.Tensor], scale: float) -> int:
     return merged
 
 
-def load_aligned(model, folder: Path = ALIGNED_DIR) -> Dict[str, Any]:
+def load_aligned(model, folder: Path = ALIGNED_DIR, name: str = NAME) -> Dict[str, Any]:
     """The committed alignment (projector, stage-2 LoRA merged) on a model built with ``pretrained=False``."""
     from safetensors.torch import load_file
 
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
-        raise UserError(f"{NAME} has no committed alignment at {folder}: make it with 'mmguard zoo pretrain {NAME}'")
+        raise UserError(f"{name} has no committed alignment at {folder}: make it with 'mmguard zoo pretrain {name}'")
     manifest = json.loads(manifest_path.read_text())
+    if name in ALIGNMENTS and manifest.get("seed") != ALIGNMENTS[name]:
+        raise UserError(f"{manifest_path} was aligned at seed {manifest.get('seed')}, {name} is the alignment at "
+                        f"seed {ALIGNMENTS[name]}")
     if manifest.get("sources") != weights.source_hashes():
         raise UserError(f"{manifest_path} was aligned from other source weights ({manifest.get('sources')}) than "
                         f"the pinned ones ({weights.source_hashes()})")
@@ -138,7 +152,9 @@ def load_aligned(model, folder: Path = ALIGNED_DIR) -> Dict[str, Any]:
 
 
 def build(seed: int = 0, pretrained: bool = True, dtype: Optional[str] = None,
-          aligned_dir: Optional[Path] = None) -> EffnetGemma3Adapter:
+          aligned: Optional[Path] = None, name: str = NAME) -> EffnetGemma3Adapter:
+    """``name``'s alignment from ``aligned`` (default: its committed folder) with ``pretrained``; otherwise the
+    projector at random init drawn from ``seed`` (the alignment's starting point)."""
     from transformers import AutoTokenizer, Gemma3ForCausalLM
 
     folder = weights.gemma3_270m_folder(cache_dir())
@@ -162,15 +178,17 @@ def build(seed: int = 0, pretrained: bool = True, dtype: Optional[str] = None,
     model.model.multi_modal_projector.to_empty(device="cpu")
     model.tie_weights()
     if pretrained:  # the aligned projector replaces every projector entry: no random init to draw first
-        load_aligned(model, aligned_dir or ALIGNED_DIR)
+        load_aligned(model, aligned or aligned_dir(name), name)
     else:
         _init_projector(model, seed)
     if dtype is not None:
         model.to(getattr(torch, dtype))
     model.eval()
-    return EffnetGemma3Adapter(model, tokenizer, image_processor(), NAME)
+    return EffnetGemma3Adapter(model, tokenizer, image_processor(), name)
 
 
-MODELS.add(NAME, build, family=EffnetGemma3Adapter.family, tiny=False, layers=18)
+for _name, _seed in ALIGNMENTS.items():
+    MODELS.add(_name, functools.partial(build, name=_name), family=EffnetGemma3Adapter.family, tiny=False,
+               layers=18, alignment_seed=_seed)
 # a saved checkpoint folder of this model (LLaVA with this tower) loads with this adapter, not CLIP-LLaVA's
 FAMILIES[f"llava+{EfficientNetLiteConfig.model_type}"] = EffnetGemma3Adapter

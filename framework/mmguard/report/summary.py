@@ -78,7 +78,10 @@ def load_run(run_dir: str | Path, need_clean: bool = True) -> RunData:
     results = json.loads(res_path.read_text())
 
     cfg, cfg_error = None, None
+    seeds = results.get("seeds")
     recipe = run_dir / "recipe.yaml"
+    if seeds and (run_dir / f"seed-{seeds[0]}" / "recipe.yaml").is_file():
+        recipe = run_dir / f"seed-{seeds[0]}" / "recipe.yaml"  # a seed axis: its first seed's, whose sets are shown
     if recipe.is_file():
         try:  # read as written: a model or file gone since the run must not hide what can still be shown
             import yaml
@@ -92,6 +95,7 @@ def load_run(run_dir: str | Path, need_clean: bool = True) -> RunData:
         cfg_error = "the run directory has no recipe.yaml"
 
     attacks = [read_attack_set(p) for p in sorted_attack_dirs(run_dir, results)]
+    recipe_threats(cfg, results.get("rows") or [])
 
     clean: Dict[str, Sample] = {}
     clean_error = None
@@ -146,47 +150,41 @@ def shown_ids(attack: AttackSet, n: int) -> List[str]:
 
 
 # ------------------------------------------------------------------------------------------- threat models
-def model_family(name: str) -> Optional[str]:
-    """The family of a registered tiny model (``tiny-llava-wide`` -> llava); None for checkpoints."""
-    try:
-        import importlib
-
-        from mmguard.core.registry import MODELS
-
-        importlib.import_module("mmguard.models")  # registers the families
-        if name in MODELS:
-            return MODELS.meta(name).get("family")
-    except Exception:  # noqa: BLE001
-        return None
-    return None
-
-
-def threat_model(surrogates: Sequence[str], victim_model: str) -> str:
-    """white-box (the victim's model is a surrogate), gray-box (a surrogate of the same family), black-box
-    (other families); "unknown" where a checkpoint's family is not known without loading it."""
-    surrogates = list(surrogates or [])
-    if not surrogates:
-        return "unknown"
-    if victim_model in surrogates:
-        return "white-box"
-    vf = model_family(victim_model)
-    families = [model_family(s) for s in surrogates]
-    if vf is not None and vf in families:
-        return "gray-box"
-    if vf is None or any(f is None for f in families):
-        return "unknown"
-    return "black-box"
-
-
 def victim_model(victim_label: str) -> str:
     """``tiny-llava/lora`` -> ``tiny-llava`` (the victim recipe's name follows the last slash)."""
     return victim_label.rsplit("/", 1)[0] if "/" in victim_label else victim_label
 
 
+def recipe_threats(cfg: Any, rows: Sequence[Dict[str, Any]]) -> None:
+    """Rows written before they carried ``threat_model``: theirs from the run's recipe (its victims' and attacks'
+    model specs, by label), in place."""
+    if not isinstance(cfg, dict):
+        return
+    from mmguard.models.threat import threat_model
+
+    victims = {v.get("label"): {**v, "name": v.get("model")} for v in cfg.get("victims") or [] if isinstance(v, dict)}
+    attacks = {a.get("label"): a.get("surrogates") or [] for a in cfg.get("attacks") or [] if isinstance(a, dict)}
+    for r in rows:
+        v, surrogates = victims.get(r.get("victim")), attacks.get(r.get("attack"))
+        if r.get("attack") not in REFERENCE_ROWS and not r.get("threat_model") and v and surrogates:
+            if all(isinstance(s, dict) and s.get("seed") is not None for s in surrogates) and v.get("seed") is not None:
+                r["threat_model"] = threat_model(surrogates, v)
+
+
 def row_threat(row: Dict[str, Any]) -> Optional[str]:
+    """A row's threat model as the run decided it from the models' weights; for a row without one (and no recipe
+    to read it from), black-box when its surrogates' families all differ from the victim's, else "unknown"
+    (names alone cannot tell white- from gray-box)."""
     if row.get("attack") in REFERENCE_ROWS:
         return None
-    return threat_model(row.get("surrogates") or [], victim_model(str(row.get("victim", ""))))
+    if row.get("threat_model"):
+        return str(row["threat_model"])
+    from mmguard.models.threat import model_family
+
+    family = model_family(victim_model(str(row.get("victim", ""))))
+    families = [model_family(str(s)) for s in row.get("surrogates") or []]
+    known = family is not None and families and None not in families
+    return "black-box" if known and family not in families else "unknown"
 
 
 # ------------------------------------------------------------------------------------------- numbers
