@@ -161,10 +161,10 @@ def summarize(rows: Sequence[Dict]) -> List[Dict]:
     return out
 
 
-def _pm(mean: Optional[float], std: Optional[float]) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+def _pm(mean, std) -> str:
+    from mmguard.metrics.table import plus_minus
+
+    return plus_minus(mean, std)
 
 
 def markdown(result: Dict) -> str:

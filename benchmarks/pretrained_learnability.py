@@ -25,6 +25,7 @@ import lightning as L
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
+RECIPE = ROOT / "recipes" / "pretrained" / "learn.yaml"
 
 
 class EpochAccuracy(L.Callback):
@@ -131,12 +132,12 @@ def main(argv=None) -> int:
                          "set the project never trains on")
     ap.add_argument("--train", help="a LLaVA-JSON train file instead of --data")
     ap.add_argument("--test", help="its test file")
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--epochs", type=int, help="default: the recipe's")
+    ap.add_argument("--lr", type=float, help="default: the recipe's")
+    ap.add_argument("--batch-size", type=int, help="default: the recipe's")
     ap.add_argument("--models", nargs="+", default=["effnet-gemma3-270m", "tiny-llava"])
-    ap.add_argument("--victim", default="projector_lora", choices=["lora", "projector_lora", "dora"],
-                    help="what trains: LoRA r8 on the language model, optionally with the projector (LLaVA's LoRA)")
+    ap.add_argument("--victim", choices=["lora", "projector_lora", "dora"],
+                    help="what trains (default: the recipe's, LoRA r8 beside the projector; lora: the projector frozen)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 32 train, 16 test, 1 epoch, seed 0")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "pretrained_learnability"),
                     help="where each finished seed is kept (a re-run reads them back)")
@@ -162,20 +163,38 @@ def main(argv=None) -> int:
     elif not args.train:
         args.train, args.test = str(DIGITS / "train" / "data.json"), str(DIGITS / "test" / "data.json")
     train, test = read_conversation_file(args.train), read_conversation_file(args.test)
-    seeds, epochs = args.seeds, args.epochs
+    victim, lora, params, precision = recipe_victim(args)
+    seeds = args.seeds
     if args.quick:
-        train, test, seeds, epochs = train[:32], test[:16], [0], 1
-    lora = {"rank": 8, "alpha": 16, "dropout": 0.05}
-    settings = {"effnet-gemma3-270m": ({"epochs": epochs, "lr": args.lr, "batch_size": args.batch_size}, "bf16-mixed"),
-                "tiny-llava": ({"epochs": 5 * epochs, "lr": 3e-3, "batch_size": 16}, "32-true")}
+        train, test, seeds, params = train[:32], test[:16], [0], {**params, "epochs": 1}
+    # the tiny twin learns at its own pace and precision: five times the epochs, 32-bit
+    settings = {"effnet-gemma3-270m": (params, precision),
+                "tiny-llava": ({**params, "epochs": 5 * params["epochs"], "lr": 3e-3}, "32-true")}
     started = time.time()
     rows = []
     for m in args.models:  # the files are rewritten after every model: a cut-short run keeps what it measured
         params, precision = settings.get(m, settings["effnet-gemma3-270m"])
-        rows.append(run_model(m, args.victim, lora, params, train, test, seeds, precision, Path(args.runs),
+        rows.append(run_model(m, victim, lora, params, train, test, seeds, precision, Path(args.runs),
                               (args.train, args.test)))
         write(args, train, test, seeds, rows, started)
     return 0
+
+
+def recipe_victim(args):
+    """The victim of the README's recipe (recipes/pretrained/learn.yaml), with the command line's changes: its
+    name, adapter settings, fine-tuning settings and precision (one source, so the table is the recipe's)."""
+    from mmguard.config.recipe import load_recipe
+
+    v = load_recipe(RECIPE).victims[0]
+    f = v.finetune
+    lora = {k: _plain(v.params[k]) for k in ("rank", "alpha", "dropout")}
+    params = {"epochs": args.epochs or f.epochs, "lr": args.lr or f.lr, "batch_size": args.batch_size or f.batch_size}
+    return args.victim or v.name, lora, params, f.precision
+
+
+def _plain(x):
+    """16.0 -> 16: a run's key is the same whether a number came from YAML or from the command line."""
+    return int(x) if isinstance(x, float) and x.is_integer() else x
 
 
 def relative(path: str) -> str:

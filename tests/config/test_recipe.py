@@ -29,7 +29,12 @@ def test_quickstart_recipe_resolves():
     assert bph.surrogates == [spec.victims[0].model] and bph.weights == [1.0]
 
 
-def test_every_recipe_in_the_repo_resolves_and_round_trips(tmp_path):
+def test_every_recipe_in_the_repo_resolves_and_round_trips(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from helpers import fake_hub_cache
+
+    # recipes/paper names hub checkpoints: resolving them reads their configs from the cache, as after hf download
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(fake_hub_cache(tmp_path / "hub")))
     for path in sorted((ROOT / "recipes").rglob("*.yaml")):
         if path.name.startswith("_") or path.name in ("debug.yaml", "matrix.yaml"):
             continue

@@ -144,3 +144,21 @@ def test_ueraser_max_loss_trains():
 class _Frozen:
     def prepare(self, adapter):
         return []
+
+
+@pytest.mark.parametrize("name", ["full", "lora"])
+def test_watching_the_test_set_every_epoch_changes_no_number(name):
+    """eval.per_epoch: the test set scored after each epoch, the fit itself untouched (LoRA's dropout draws too)."""
+    from mmguard.config.sections import EvalParams
+
+    train = generate(32, seed=1, types=("colour",))
+    test = generate(8, seed=2, types=("colour",), prefix="te")
+    weights, modules = [], []
+    for watch in (None, test):
+        adapter = build_model("tiny-llava", seed=0)
+        own = {"rank": 4, "alpha": 8, "dropout": 0.1} if name == "lora" else {}
+        modules.append(finetune(adapter, VICTIMS.build(name, **own), FinetuneParams(epochs=2, lr=3e-3, batch_size=8),
+                                train, seed=3, trainer=TRAINER, watch=watch, evaluation=EvalParams(max_new_tokens=2)))
+        weights.append(adapter.model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert modules[0].record == {} and len(modules[1].record["epoch_accuracy"]) == 2

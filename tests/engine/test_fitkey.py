@@ -55,6 +55,20 @@ def test_which_probes_share_the_fit_of_another(spec):
     assert key(spec, spec.probes[0], generate(8, seed=1, types=("colour",))) != keys["none"]
 
 
+def test_fit_level_probes_and_per_epoch_evaluation_key_their_fits(spec):
+    train = generate(8, seed=0, types=("colour",))
+    none = key(spec, spec.probes[0], train)
+    stop = key(spec, ProbeSpec("early_stop", "early_stop", {"fraction": 0.25, "split": "clean", "patience": None}),
+               train)
+    later = key(spec, ProbeSpec("early_stop", "early_stop", {"fraction": 0.25, "split": "clean", "patience": 2}),
+                train)
+    isolate = key(spec, ProbeSpec("isolate", "isolate", {"fraction": 0.25, "epochs": 1, "restart": False}), train)
+    assert len({none, stop, later, isolate}) == 4 and None not in {stop, later, isolate}
+    watched = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, per_epoch=True))
+    assert key(watched, spec.probes[0], train) != none  # its rows carry the epochs: another row
+    assert "per_epoch" not in spec.eval.key() and watched.eval.key()["per_epoch"] is True  # off: the keys of before
+
+
 def test_a_probe_that_leaves_the_clean_set_as_it_is_fits_the_same_weights():
     """The premise of sharing: fine-tuning through mix (clean with itself) or question_strip on clean data gives
     exactly the weights of fine-tuning through no probe."""

@@ -85,3 +85,18 @@ def test_unfinished_and_missing_folders(recipe, tmp_path, capsys):
     assert "is not complete (status: running)" in capsys.readouterr().err
     assert collect_main([str(tmp_path / "nothing")]) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_peak_accuracy_is_collected_when_rows_have_it(recipe, tmp_path):
+    for seed, peak in ((0, 0.9), (1, 0.7)):
+        write_run(tmp_path / f"s{seed}", recipe, [f"seed={seed}"], [("clean", 0.8, 0.0, None)])
+        path = tmp_path / f"s{seed}" / "results.json"
+        results = json.loads(path.read_text())
+        results["rows"][0].update(peak_accuracy=peak, best_epoch=seed + 2)
+        path.write_text(json.dumps(results))
+    table = collect([tmp_path / "s0", tmp_path / "s1"])
+    assert table["metrics"] == ["accuracy", "delta_acc", "psnr", "ssim", "peak_accuracy", "best_epoch"]
+    assert table["rows"][0]["peak_accuracy_mean"] == pytest.approx(0.8) and table["rows"][0]["best_epoch_mean"] == 2.5
+    from mmguard.launch.collect import to_csv, to_markdown
+
+    assert "| ssim | peak_accuracy | best_epoch |" in to_markdown(table) and "peak_accuracy_std" in to_csv(table)

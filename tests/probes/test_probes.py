@@ -47,7 +47,7 @@ def pixels(samples):
 def test_every_family_is_registered():
     expected = {"jpeg", "blur", "rcp", "resize", "grayscale", "bitdepth", "median", "iss", "ueraser",
                 "punctuation", "case", "whitespace", "combo", "rcp_punctuation", "jpeg_case",
-                "blur_whitespace", "mix"}
+                "blur_whitespace", "mix", "question_strip", "onion", "canonical_question", "early_stop", "isolate"}
     assert expected <= set(PROBES.names())
 
 
@@ -56,10 +56,15 @@ def test_contract(name, clean, protected):
     probe = build(name)
     before = pixels(protected)
     questions = [s.question for s in protected]
-    out = applied(probe, protected, clean=clean, seed=3)
-    assert [s.id for s in out] == [s.id for s in protected]
-    for o, p in zip(out, protected):
-        assert o is not p or probe.in_training_step  # ueraser augments in the training step instead
+    plan = probe.plan(list(protected), list(clean), 3)
+    out = plan.epoch(0)
+    held = {s.id for s in plan.val or []}  # early_stop validates on a held-out split instead of training on it
+    assert bool(held) == (name == "early_stop") and len(held) < len(protected)
+    trained = [p for p in protected if p.id not in held]
+    assert [s.id for s in out] == [s.id for s in trained]
+    for o, p in zip(out, trained):
+        # ueraser augments in the training step instead; early_stop and isolate change the fit, not the samples
+        assert o is not p or probe.in_training_step or probe.fit_level
         assert o.answer == p.answer and o.aliases == p.aliases and o.choices == p.choices
         assert isinstance(o.image, Image.Image) and o.image.mode == "RGB" and o.image.size == p.pil.size
         x = o.pixels()

@@ -129,9 +129,22 @@ class FinetuneParams:
 
 @dataclasses.dataclass
 class EvalParams:
+    """How rows are evaluated on the clean test set. ``per_epoch``: also after every fine-tuning epoch, so that
+    rows carry ``epoch_accuracy`` and the peak (``peak_accuracy``, ``peak_epoch``) beside the final accuracy;
+    the fine-tune itself is unchanged."""
+
     zero_shot: bool = True
     max_new_tokens: PositiveInt = 8
     batch_size: PositiveInt = 64
+    per_epoch: bool = False
+
+    def key(self) -> Dict[str, Any]:
+        """What a row's number depends on: every setting, ``per_epoch`` only when on (it adds numbers and changes
+        none, so rows measured before it existed keep their keys)."""
+        out = dataclasses.asdict(self)
+        if not out["per_epoch"]:
+            del out["per_epoch"]
+        return out
 
 
 @dataclasses.dataclass

@@ -29,12 +29,13 @@ def data_draws(data) -> bool:
 
 
 def _draws(name: str, params) -> bool:
-    """Whether a probe draws anything from the seed (random stages, UEraser's copies, mix's choice of samples)."""
+    """Whether a probe draws anything from the seed (random stages, UEraser's copies, mix's choice of samples,
+    early_stop's held-out split)."""
     if name == "none":
         return False
     cls = PROBES.get(name)
     stages = [q if isinstance(q, str) else q.get("name") for q in params.get("probes") or []]  # a combo's
-    return cls.stochastic or cls.in_training_step or name == "mix" or any(_draws(q, {}) for q in stages)
+    return cls.stochastic or cls.in_training_step or cls.seeded or any(_draws(q, {}) for q in stages)
 
 
 def _start(m: ModelSpec) -> str:

@@ -131,6 +131,10 @@ class ShardSampler(Sampler):
         return iter(range(distributed.rank(), self.n, distributed.world()))
 
 
-def eval_loader(samples: Sequence[Sample], batch_size: int) -> DataLoader:
+def eval_loader(samples: Sequence[Sample], batch_size: int, own_rng: bool = False) -> DataLoader:
+    """Batches of Samples, each predicted once over the ranks. ``own_rng``: the loader draws its base seed from a
+    Generator of its own, not the global one (a set watched between training epochs must not move the dropout of
+    the epochs after it)."""
     return DataLoader(SampleDataset(samples), batch_size=batch_size, sampler=ShardSampler(len(samples)),
-                      collate_fn=keep_samples, num_workers=0)
+                      collate_fn=keep_samples, num_workers=0,
+                      generator=torch.Generator().manual_seed(0) if own_rng else None)

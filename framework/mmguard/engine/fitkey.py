@@ -20,6 +20,7 @@ from PIL import Image
 
 from mmguard.config.spec import ProbeSpec, RunSpec, VictimSpec
 from mmguard.config.tree import victim_tree
+from mmguard.core.params import declared
 from mmguard.core.registry import PROBES
 from mmguard.data.sample import Sample
 from mmguard.engine.protect import spec_hash
@@ -59,12 +60,16 @@ def probe_plan(spec: RunSpec, probe: ProbeSpec, train: Sequence[Sample],
 def fit_hash(spec: RunSpec, victim: VictimSpec, train: Sequence[Sample], plan: Optional[ProbePlan]) -> Optional[str]:
     """The key of victim ``victim``'s fine-tune on ``train`` through ``plan`` (then evaluated as ``spec`` says), or
     None when the fit is its own: the plan re-draws random stages every epoch, or augments in the training step
-    (ueraser)."""
+    (ueraser). A fit-level probe (early_stop, isolate) and its validation split are part of the key."""
     if plan is not None and (plan.dynamic or plan.step is not None):
         return None
     samples = plan.samples if plan is not None else train
-    return spec_hash({"data": {"name": spec.data.name, **spec.data.params}, "seed": spec.seed,
-                      "eval": vars(spec.eval), "victim": victim_tree(victim), "train": samples_digest(samples)})
+    key = {"data": {"name": spec.data.name, **spec.data.params}, "seed": spec.seed, "eval": spec.eval.key(),
+           "victim": victim_tree(victim), "train": samples_digest(samples)}
+    if plan is not None and plan.fit is not None:
+        key["fit"] = {"name": plan.fit.name, **{k: getattr(plan.fit, k) for k in declared(type(plan.fit))}}
+        key["val"] = samples_digest(plan.val or [])
+    return spec_hash(key)
 
 
 def find_fit(fit: Optional[str], runs: Sequence[Tuple[Path, List[Dict]]]) -> Optional[Tuple[Dict, Path]]:

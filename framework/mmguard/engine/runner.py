@@ -75,7 +75,7 @@ class Runner:
     def row_hash(self, v: VictimSpec, probe: Optional[ProbeSpec], attack: Optional[AttackSpec]) -> str:
         """What a row's number depends on: data, seed, evaluation, the victim, the probe and the attack."""
         return spec_hash({"data": {"name": self.spec.data.name, **self.spec.data.params}, "seed": self.spec.seed,
-                          "eval": vars(self.spec.eval), "victim": victim_tree(v),
+                          "eval": self.spec.eval.key(), "victim": victim_tree(v),
                           "probe": probe_tree(probe) if probe else None,
                           "attack": attack_tree(attack) if attack else None})
 
@@ -146,13 +146,15 @@ class Runner:
         adapter = build_adapter(v.model)
         ckpt = self.out / "state" / "finetune" / row_name.replace("/", "_")
         module = finetune(adapter, VICTIMS.build(v.name, **v.params), v.finetune, train, seed=self.spec.seed,
-                          trainer=self.spec.trainer, logger=logger, out_dir=self.out, plan=plan, checkpoint_dir=ckpt)
+                          trainer=self.spec.trainer, logger=logger, out_dir=self.out, plan=plan, checkpoint_dir=ckpt,
+                          watch=test if self.spec.eval.per_epoch else None, evaluation=self.spec.eval)
         result = evaluate(adapter, test, max_new_tokens=self.spec.eval.max_new_tokens,
                           batch_size=self.spec.eval.batch_size, trainer=self.spec.trainer, module=module,
                           logger=logger)
         self._save_predictions(row_name, result["predictions"])
         result["seconds"] = round(time.time() - t0, 2)
         result["checkpoint"] = ckpt
+        result["record"] = fit_record(module.record)
         return result
 
     def fit_row(self, kind: str, v: VictimSpec, probe: ProbeSpec, train: List[Sample], clean: List[Sample],
@@ -177,6 +179,7 @@ class Runner:
                 source_name = f"{source['attack']}__{source['victim']}__{source['probe']}"
                 self._copy_predictions(folder, source_name, name)
                 accuracy, seconds = source["accuracy"], 0.0
+                extra.update({k: source[k] for k in FIT_FIELDS if k in source})
                 extra["note"] = (f"read back from {source_name}{'' if folder == self.out else f' in {folder}'}: "
                                  "the same victim, seed and training set")
                 print(f"[mmguard] {name}: {extra['note']}")
@@ -192,6 +195,7 @@ class Runner:
                         self.skip_attacks(v, probe, note)
                     return None
                 accuracy, seconds = res["accuracy"], res["seconds"]
+                extra.update(res["record"])
             row = self.row(kind, v.label, probe.label, accuracy, accuracy if kind == "clean" else clean_accuracy,
                            **extra, seconds=seconds, spec_hash=digest, fit_hash=fit)
             self.add_row(row)
@@ -312,6 +316,19 @@ class Runner:
                 continue
             ps = self.protect(a, train)
             self.fit_row(a.label, v, probe, ps.samples, train, test, digest, clean_accuracy=clean["accuracy"], ps=ps)
+
+
+# what a fit-level probe or per-epoch evaluation adds to a row (a fit read back carries its source's)
+FIT_FIELDS = ("best_epoch", "val_accuracy", "epochs_trained", "isolated", "epoch_accuracy", "peak_accuracy",
+              "peak_epoch")
+
+
+def fit_record(record: Dict) -> Dict:
+    """A fine-tune's ``module.record`` as row fields: the isolated samples counted (their ids are the module's)."""
+    out = {k: record[k] for k in FIT_FIELDS if k in record}
+    if "isolated" in out:
+        out["isolated"] = len(out["isolated"])
+    return out
 
 
 def find_release(folders: Sequence[Path], key: str) -> Optional[ProtectedSet]:

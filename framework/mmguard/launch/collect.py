@@ -24,7 +24,7 @@ import yaml
 from mmguard.core.errors import UserError
 from mmguard.core.io import atomic_write_text
 
-METRICS = ("accuracy", "delta_acc", "psnr", "ssim")
+METRICS = ("accuracy", "delta_acc", "psnr", "ssim")  # and the optional ones some row has (peak_accuracy, ...)
 CELL = ("attack", "victim", "probe")
 NOT_GROUPED = ("recipe", "out", "name", "trainer.progress_bar")
 STD_NOTE = "mean ± sample standard deviation (ddof=1) over n run folders; n = 1 has no deviation"
@@ -72,6 +72,7 @@ def _same(value: Any) -> str:
 
 def collect(dirs: Sequence[str | Path]) -> Dict[str, Any]:
     from mmguard.config.flatten import row_config  # here: the config package imports torch (model names)
+    from mmguard.metrics.table import OPTIONAL
 
     folders = run_folders(dirs)
     records, trees, said = [], [], []
@@ -94,17 +95,18 @@ def collect(dirs: Sequence[str | Path]) -> Dict[str, Any]:
     groups: Dict[Tuple, List[Dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["cell"], tuple(_same(r["config"].get(k)) for k in keys)), []).append(r)
+    metrics = [*METRICS, *(m for m in OPTIONAL if any(r["row"].get(m) is not None for r in records))]
     rows = []
     for (cell, _), members in groups.items():
         out: Dict[str, Any] = dict(zip(CELL, cell))
         out.update({k: members[0]["config"].get(k) for k in keys})
         out.update(n=len(members), seeds=[m["seed"] for m in members])
-        for metric in METRICS:
+        for metric in metrics:
             values = [float(m["row"][metric]) for m in members if isinstance(m["row"].get(metric), (int, float))]
             out[f"{metric}_mean"] = float(np.mean(values)) if values else None
             out[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         rows.append(out)
-    return {"std": "sample standard deviation (ddof=1)", "group_keys": keys,
+    return {"std": "sample standard deviation (ddof=1)", "group_keys": keys, "metrics": metrics,
             "folders": [str(f) for f in folders], "seeds_vary": said[0] if said else seeds_vary(trees),
             "rows": rows}
 
@@ -136,12 +138,12 @@ def _fmt(value: Any, digits: int) -> str:
 
 
 def to_markdown(table: Dict[str, Any]) -> str:
-    keys = table["group_keys"]
-    head = [*CELL, *keys, "n", *METRICS]
+    keys, metrics = table["group_keys"], table.get("metrics", METRICS)
+    head = [*CELL, *keys, "n", *metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
         cells = [_fmt(r[k], 3) for k in (*CELL, *keys)] + [str(r["n"])]
-        for metric in METRICS:
+        for metric in metrics:
             digits = 2 if metric == "psnr" else 3
             mean, std = r[f"{metric}_mean"], r[f"{metric}_std"]
             cells.append(_fmt(mean, digits) + ("" if std is None else f" ± {std:.{digits}f}"))
@@ -152,7 +154,7 @@ def to_markdown(table: Dict[str, Any]) -> str:
 
 def to_csv(table: Dict[str, Any]) -> str:
     columns = [*CELL, *table["group_keys"], "n", "seeds",
-               *(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))]
+               *(f"{m}_{s}" for m in table.get("metrics", METRICS) for s in ("mean", "std"))]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)

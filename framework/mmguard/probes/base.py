@@ -14,7 +14,10 @@ Deterministic work (jpeg, blur, text normalisation, which samples ``mix`` keeps)
 random per-sample stages (rcp, ueraser's data-side draw, a combo's stages from its first random one on) are
 re-drawn every epoch by the training data path (``ProbePlan.draw``, seeded by (seed, epoch, sample index,
 sample id)), as an augmenting fine-tuner does; a probe with ``in_training_step`` (ueraser) is not applied to
-the samples at all: the training step augments each batch itself (the max loss over ``copies``).
+the samples at all: the training step augments each batch itself (the max loss over ``copies``). A probe with
+``fit_level`` (early_stop, isolate) changes how the fine-tune runs rather than what it reads: the plan carries it
+(``ProbePlan.fit``) and the engine runs it (``engine/finetune.py``); early_stop also holds out its validation split
+in the plan (``fit_plan``: the plan trains on the rest, ``ProbePlan.val`` is validated every epoch).
 """
 from __future__ import annotations
 
@@ -88,6 +91,8 @@ class Probe:
     stochastic = False  # the per-sample output depends on the rng (not only on the sample)
     set_level = False   # overrides prepare (needs the whole set)
     in_training_step = False  # fine-tuning augments each batch in the training step (``augment_copies``)
+    fit_level = False   # changes how the fine-tune runs (``ProbePlan.fit``), not the samples
+    seeded = False      # draws from the seed beyond random stages (which samples mix keeps, a held-out split)
 
     @classmethod
     def changes_image(cls, params: Dict[str, Any]) -> bool:
@@ -111,6 +116,10 @@ class Probe:
         """How fine-tuning runs this probe: deterministic work done once, random stages re-drawn each
         epoch (see ``ProbePlan``)."""
         return plan_stages([self], samples, clean, seed, split=False)
+
+    def fit_plan(self, plan: "ProbePlan", clean: Optional[Sequence[Sample]], seed: int) -> "ProbePlan":
+        """A fit-level probe's say in the finished plan (early_stop takes its validation split out of it)."""
+        return plan
 
     # -- the two sides, for EoT ---------------------------------------------------------------------
     def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -179,7 +188,9 @@ class ProbePlan:
     ``samples``: the training set after the once-applied part (deterministic stages, set-level choices).
     ``redraw[i]``: the stages of sample i re-drawn every epoch, as (stage index, probe) pairs in order (empty:
     nothing random left). ``step``: a probe the training step applies to each batch (ueraser's max loss over
-    copies), or None. ``draw(i, sample, epoch)`` gives sample i as epoch ``epoch`` sees it.
+    copies), or None. ``fit``: a fit-level probe the engine runs (early_stop, isolate), or None; ``val``: the
+    samples validated after every epoch (early_stop's held-out split), or None. ``draw(i, sample, epoch)`` gives
+    sample i as epoch ``epoch`` sees it.
     """
 
     samples: List[Sample]
@@ -188,6 +199,8 @@ class ProbePlan:
     seed: int = 0
     n_stages: int = 1
     split: bool = False  # stages draw from stage_rngs (a combo), or the sample's Generator itself
+    fit: Optional[Probe] = None
+    val: Optional[List[Sample]] = None
 
     def __post_init__(self) -> None:
         if not self.redraw:
@@ -212,6 +225,11 @@ class ProbePlan:
         """The whole training set as epoch ``epoch`` sees it (the training step's augmentation aside)."""
         return [self.draw(i, s, epoch) for i, s in enumerate(self.samples)]
 
+    def subset(self, keep: Sequence[int]) -> "ProbePlan":
+        """The plan of the samples at positions ``keep`` only (their pending stages along)."""
+        return dataclasses.replace(self, samples=[self.samples[i] for i in keep],
+                                   redraw=[list(self.redraw[i]) for i in keep])
+
 
 def plan_stages(probes: Sequence[Probe], samples: Sequence[Sample], clean: Optional[Sequence[Sample]],
                 seed: int, split: bool = True) -> ProbePlan:
@@ -221,7 +239,9 @@ def plan_stages(probes: Sequence[Probe], samples: Sequence[Sample], clean: Optio
     on its stages are re-drawn every epoch (a deterministic stage after a random one must see the new draw).
     A set-level stage (mix) acts once, by id: a sample it keeps goes on with its pending stages, a sample it
     replaces (by its clean version) starts afresh. A training-step probe (ueraser) is taken out of the sample
-    path; image stages after it would have to run after the batch augmentation, which is not supported.
+    path; image stages after it would have to run after the batch augmentation, which is not supported. A
+    fit-level probe (early_stop, isolate) is taken out of the sample path too, wherever it stands: it acts on the
+    training set the other stages leave (``fit_plan``), and the engine runs it.
     """
     probes = list(probes)
     n = len(probes)
@@ -229,12 +249,19 @@ def plan_stages(probes: Sequence[Probe], samples: Sequence[Sample], clean: Optio
     clean = None if clean is None else list(clean)
     redraw: List[List[Tuple[int, Probe]]] = [[] for _ in base]
     step: Optional[Probe] = None
+    fit: Optional[Probe] = None
 
     def rng_of(i: int, s: Sample) -> np.random.Generator:
         rng = sample_rng(seed, s.id)
         return stage_rngs(rng, n)[i] if split else rng
 
     for i, p in enumerate(probes):
+        if p.fit_level:
+            if fit is not None:
+                raise ValueError(f"probe '{p.name}': only one probe that changes how the fine-tune runs "
+                                 f"(already '{fit.name}')")
+            fit = p
+            continue
         if p.in_training_step:
             if step is not None:
                 raise ValueError(f"probe '{p.name}': only one training-step augmentation per probe "
@@ -263,7 +290,8 @@ def plan_stages(probes: Sequence[Probe], samples: Sequence[Sample], clean: Optio
         else:
             for j in now:
                 base[j] = p(base[j], rng_of(i, base[j]))
-    return ProbePlan(base, redraw, step=step, seed=seed, n_stages=n, split=split)
+    plan = ProbePlan(base, redraw, step=step, seed=seed, n_stages=n, split=split, fit=fit)
+    return plan if fit is None else fit.fit_plan(plan, clean, seed)
 
 
 def nested_probe(spec: Any) -> Probe:

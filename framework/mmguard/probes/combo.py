@@ -32,6 +32,7 @@ class Combo(Probe):
         self.text = any(p.text for p in flat)
         self.stochastic = any(p.stochastic for p in flat)
         self.set_level = any(p.set_level for p in flat)
+        self.fit_level = any(p.fit_level for p in flat)
 
     @staticmethod
     def check_params(values) -> None:

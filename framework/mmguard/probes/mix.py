@@ -22,6 +22,7 @@ class Mix(Probe):
 
     name = "mix"
     set_level = True
+    seeded = True
     image = True
     text = True
 

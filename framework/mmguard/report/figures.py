@@ -236,3 +236,26 @@ def _grouped_bars(path: Path, groups: Sequence[str], series: Dict[str, List[Opti
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def mix_curve_figure(path: Path, curve: Dict) -> Path:
+    """Protection left against the protected fraction (``summary.mix_curve``): one panel per victim, a line per
+    attack with the std over seeds as whiskers."""
+    victims = list(dict.fromkeys(c["victim"] for c in curve["curves"]))
+    fig = _figure(4.2 * len(victims) + 1.8, 3.4)
+    axes = fig.subplots(1, len(victims), squeeze=False)[0]
+    colours = _colours(list(dict.fromkeys(c["attack"] for c in curve["curves"])))
+    for ax, victim in zip(axes, victims):
+        for c in (c for c in curve["curves"] if c["victim"] == victim):
+            pts = c["points"]
+            ax.errorbar([p["fraction"] for p in pts], [p["delta_acc"] for p in pts],
+                        yerr=[p["delta_acc_std"] or 0.0 for p in pts], marker="o", markersize=3, capsize=2,
+                        linewidth=1.2, color=colours[c["attack"]], label=c["attack"])
+        ax.axhline(0.0, color="#999999", linewidth=0.8)
+        ax.set_xlim(0, 1.02)
+        ax.set_xlabel("protected fraction of the training set")
+        ax.set_ylabel("delta_acc (protection left)")
+        ax.set_title(f"victim {victim}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return _save(fig, path)

@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional
 
 from mmguard.report import figures
 from mmguard.report.summary import (AttackSet, RunData, attack_labels, inserted_span, load_run, locate_trigger,
-                                    protection_left, row_threat, shown_ids, stealth_rows)
-from mmguard.metrics.table import COLUMNS
+                                    mix_curve, protection_left, row_threat, shown_ids, stealth_rows)
+from mmguard.metrics.table import with_optional
 
 #: at most this many samples are encoded to measure trigger lengths in tokens
 TRIGGER_TOKEN_SAMPLES = 1000
@@ -216,6 +216,16 @@ class ReportBuilder:
             fig["caption"] = "Accuracy per threat model (probe 'none'), averaged over victims."
             fig["kind"] = "threat"
             out.append(fig)
+        curve = mix_curve(rows, self.run.cfg)
+        if curve is not None:
+            from mmguard.core.io import atomic_write_json
+
+            atomic_write_json(self.run.path / "mix_curve.json", curve)
+            fig = self._figure(figures.mix_curve_figure, "mix_curve", curve)
+            fig["caption"] = ("Protection left (delta_acc) against the protected fraction: the mix probes replace the "
+                              "rest of the training set by clean samples; the numbers are in mix_curve.json.")
+            fig["kind"] = "mix"
+            out.append(fig)
         return out
 
     def build(self) -> str:
@@ -241,7 +251,7 @@ class ReportBuilder:
             problems.append(f"The accuracy charts could not be drawn: {_err(err)}.")
         stealth = stealth_rows(run, {k: v for k, v in self.trigger_tokens.items() if v})
         results = run.results
-        columns = list(COLUMNS)
+        columns = with_optional(run.rows)
         if any(r.get("surrogates") for r in run.rows):
             columns.insert(1, "surrogates")
         columns.insert(columns.index("probe") + 1, "threat")
@@ -317,8 +327,8 @@ accuracy the protection takes away. A probe is what an adaptive fine-tuner does 
 {% if not charts %}<p class="note">No results rows to chart.</p>{% endif %}
 {% for c in charts %}
 <figure><img class="chart chart-{{ c.kind }}" src="{{ c.src }}" alt="{{ c.caption }}">
-<figcaption>{{ c.caption }} Bars: one per attack, clean (fine-tuned on the clean data) and zero_shot (no
-fine-tuning) for reference. <code>{{ c.file }}</code></figcaption></figure>
+<figcaption>{{ c.caption }}{% if c.kind != "mix" %} Bars: one per attack, clean (fine-tuned on the clean data) and
+zero_shot (no fine-tuning) for reference.{% endif %} <code>{{ c.file }}</code></figcaption></figure>
 {% endfor %}
 
 <h2 id="stealth">Stealth</h2>

@@ -243,6 +243,50 @@ def protection_left(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def mix_fractions(cfg: Any) -> Dict[str, float]:
+    """Probe label -> protected fraction, for the recipe's mix probes and its unprobed ``none`` (fraction 1: the
+    release as it is); empty without a recipe."""
+    out: Dict[str, float] = {}
+    probes = (cfg.get("probes") or []) if isinstance(cfg, dict) else []
+    for p in ({"name": p} if isinstance(p, str) else p for p in probes):
+        if isinstance(p, dict) and p.get("name") == "mix":
+            out[str(p.get("label", "mix"))] = float(p.get("fraction", 0.5))
+        elif isinstance(p, dict) and p.get("name") == "none":
+            out[str(p.get("label", "none"))] = 1.0
+    if any(f == 1.0 for label, f in out.items() if label != "none"):
+        out.pop("none", None)  # a mix of fraction 1 stands for it
+    return out
+
+
+def mix_curve(rows: Sequence[Dict[str, Any]], cfg: Any) -> Optional[Dict[str, Any]]:
+    """delta_acc against the protected fraction, per victim and attack, over the recipe's mix probes (and
+    ``none`` as fraction 1 unless a mix has it): mean and sample std over seeds at each fraction. None when the
+    recipe has fewer than two such fractions."""
+    from mmguard.metrics.table import mean_std
+
+    fractions = mix_fractions(cfg)
+    if len(set(fractions.values())) < 2:
+        return None
+    curves = []
+    for victim in _ordered(r.get("victim") for r in rows if r.get("attack") not in REFERENCE_ROWS):
+        for attack in attack_labels(rows):
+            points = []
+            for label, fraction in sorted(fractions.items(), key=lambda kv: kv[1]):
+                cell = [r for r in rows
+                        if (r.get("attack"), r.get("victim"), r.get("probe")) == (attack, victim, label)]
+                delta, std = mean_std([r.get("delta_acc") for r in cell])
+                if delta is not None:
+                    points.append({"fraction": fraction, "probe": label, "delta_acc": delta, "delta_acc_std": std,
+                                   "accuracy": mean_std([r.get("accuracy") for r in cell])[0],
+                                   "n": sum(r.get("delta_acc") is not None for r in cell)})
+            if points:
+                curves.append({"attack": attack, "victim": victim, "points": points})
+    if not curves:
+        return None
+    return {"x": "protected fraction (mix: the rest replaced by clean samples)",
+            "y": "delta_acc (clean accuracy minus protected accuracy, same victim and probe)", "curves": curves}
+
+
 def stealth_rows(run: RunData, trigger_tokens: Optional[Dict[str, Tuple[float, int]]] = None) -> List[Dict]:
     """One row per attack (protected set): PSNR, SSIM, the largest L-inf in /255, trigger length, text stealth.
     ``trigger_tokens``: attack label -> (mean, max) trigger length in surrogate tokens, where known."""
