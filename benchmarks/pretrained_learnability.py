@@ -66,7 +66,8 @@ def run_model(model: str, victim: str, victim_args: dict, params: dict, train, t
     trainer = TrainerParams(progress_bar=False)
     runs = []
     for seed in seeds:
-        done = runs_dir / f"{model}-{victim}-seed{seed}-{run_key(model, victim, victim_args, params, precision, data_files, [len(train), len(test)], seed)}.json"
+        key = run_key(model, victim, victim_args, params, precision, data_files, [len(train), len(test)], seed)
+        done = runs_dir / f"{model}-{victim}-seed{seed}-{key}.json"
         if done.is_file():  # a run cut short resumes at the first seed it had not finished
             runs.append(json.loads(done.read_text()))
             print(f"{model} seed {seed}: read back from {done}", flush=True)
@@ -81,16 +82,23 @@ def run_model(model: str, victim: str, victim_args: dict, params: dict, train, t
                  seed=seed, trainer=trainer, callbacks=[per_epoch])
         final = evaluate(adapter, test, trainer=trainer)["accuracy"]
         runs.append({"seed": seed, "zero_shot": round(zero_shot, 4), "accuracy_per_epoch": per_epoch.accuracy,
-                     "final": round(final, 4), "peak": max(per_epoch.accuracy), "wall_s": round(time.time() - started, 1),
+                     "final": round(final, 4), "peak": max(per_epoch.accuracy),
+                     "wall_s": round(time.time() - started, 1),
                      "threads": torch.get_num_threads()})
         atomic_write_json(done, runs[-1])
         print(f"{model} seed {seed}: zero-shot {zero_shot:.3f}, per epoch {per_epoch.accuracy}, final {final:.3f} "
               f"({runs[-1]['wall_s']:.0f} s)", flush=True)
     return {"model": model, "victim": {"name": victim, **victim_args}, "finetune": {**params, "precision": precision},
-            "runs": runs, "summary": summarize(runs)}
+            "runs": runs}
 
 
-def summarize(runs) -> dict:
+# The digits' bar: a fine-tune that learns the domain, well above what the model knew. On another set (whose
+# classes and difficulty are its own) only the gain is asked for.
+BARS = {"digits": {"final": 0.85, "gain": 0.30}}
+OTHER_BAR = {"final": None, "gain": 0.30}
+
+
+def summarize(runs, bar) -> dict:
     def ms(values):
         return {"mean": round(statistics.mean(values), 4),
                 "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
@@ -98,7 +106,13 @@ def summarize(runs) -> dict:
     zero, final = [r["zero_shot"] for r in runs], [r["final"] for r in runs]
     gain = [f - z for f, z in zip(final, zero)]
     return {"zero_shot": ms(zero), "final": ms(final), "gain": ms(gain), "seeds": len(runs),
-            "bar_met_seeds": sum(f >= 0.85 and g >= 0.30 for f, g in zip(final, gain))}
+            "bar_met_seeds": sum((bar["final"] is None or f >= bar["final"]) and g >= bar["gain"]
+                                 for f, g in zip(final, gain))}
+
+
+def bar_text(bar) -> str:
+    return (f"final >= {bar['final']:.2f} and " if bar["final"] is not None else "") + \
+        f">= {bar['gain']:.2f} above zero-shot"
 
 
 def markdown(result: dict) -> str:
@@ -106,8 +120,7 @@ def markdown(result: dict) -> str:
     lines = [f"# Pre-trained regime: {victims} on {result['data']['name']}", "",
              f"Train {result['data']['train_n']}, test {result['data']['test_n']}; seeds {result['seeds']} vary "
              "LoRA's initialization and batch order (data and starting weights fixed; the projector, where it trains, "
-             "starts from the aligned one). Bar: final >= 0.85 and >= 0.30 "
-             "above zero-shot.", "",
+             f"starts from the aligned one). Bar: {bar_text(result['bar'])}.", "",
              "| model | zero-shot | final (mean ± std) | gain | accuracy per epoch (seed by seed) | bar met |",
              "|---|---|---|---|---|---|"]
     for row in result["rows"]:
@@ -137,7 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, help="default: the recipe's")
     ap.add_argument("--models", nargs="+", default=["effnet-gemma3-270m", "tiny-llava"])
     ap.add_argument("--victim", choices=["lora", "projector_lora", "dora"],
-                    help="what trains (default: the recipe's, LoRA r8 beside the projector; lora: the projector frozen)")
+                    help="what trains (default: the recipe's, LoRA r8 beside the projector; lora: projector frozen)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 32 train, 16 test, 1 epoch, seed 0")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "pretrained_learnability"),
                     help="where each finished seed is kept (a re-run reads them back)")
@@ -215,9 +228,11 @@ def write(args, train, test, seeds, rows, started) -> None:
     import torch
 
     name = Path(args.train).parent.parent.name if Path(args.train).parent.name == "train" else Path(args.train).stem
+    bar = BARS.get(name, OTHER_BAR)
+    rows = [{**row, "summary": summarize(row["runs"], bar)} for row in rows]
     result = {"data": {"name": name, "train": relative(args.train), "test": relative(args.test),
                        "train_n": len(train), "test_n": len(test)},
-              "seeds": seeds, "rows": rows, "wall_s": round(time.time() - started, 1),
+              "seeds": seeds, "bar": bar, "rows": rows, "wall_s": round(time.time() - started, 1),
               "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads"}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

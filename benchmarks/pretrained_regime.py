@@ -49,7 +49,8 @@ def load(threat: str, seed: int, quick: bool, overrides: Sequence[str], attacks:
     for asked, have, what in ((attacks, cfg.attacks, "attack"), (probes, cfg.probes, "probe")):
         unknown = sorted(set(asked or ()) - {x.label for x in have})
         if unknown and threat == "whitebox":  # the white-box recipe has every attack and probe
-            raise UserError(f"--{what}s: {', '.join(unknown)} is not among the {what}s of recipes/pretrained/{threat}.yaml")
+            raise UserError(f"--{what}s: {', '.join(unknown)} is not among the {what}s of "
+                            f"recipes/pretrained/{threat}.yaml")
     return dataclasses.replace(cfg, name=f"pretrained-{threat}-seed{seed}", attacks=keep_a, probes=keep_p)
 
 

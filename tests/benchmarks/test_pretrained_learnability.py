@@ -29,6 +29,7 @@ def test_pretrained_learnability_quick(tmp_path):
     assert row["victim"]["name"] == "projector_lora" and row["victim"]["rank"] == 8
     assert len(run["accuracy_per_epoch"]) == 1 and 0 <= run["zero_shot"] <= 1 and 0 <= run["final"] <= 1
     s = row["summary"]
+    assert res["bar"] == {"final": 0.85, "gain": 0.30}
     assert s["bar_met_seeds"] == int(run["final"] >= 0.85 and run["final"] - run["zero_shot"] >= 0.30)
     # a second run reads the finished seed back instead of fitting it again
     assert bench.main(["--quick", "--models", "effnet-gemma3-270m", "--victim", "projector_lora",

@@ -181,3 +181,14 @@ def test_a_stack_of_one_size_processes_as_each_image_alone(name, size):
     assert sorted(out) == sorted(ref)
     assert all(torch.equal(out[k], ref[k]) for k in ref)
     assert all(torch.equal(g, r) for g, r in zip(grads, ref_grads))
+
+
+def test_a_resize_first_made_in_inference_mode_still_takes_gradients():
+    """An evaluation (inference mode) may be the first to ask for a resize's weights; PGD reuses them after."""
+    from mmguard.models.processing import pil_resize
+
+    with torch.inference_mode():
+        pil_resize(torch.rand(1, 3, 37, 29), 13, 11, 2)
+    x = (torch.rand(1, 3, 37, 29) * 255).round().div(255).requires_grad_(True)
+    pil_resize(x, 13, 11, 2).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -12,7 +12,7 @@ from mmguard.core.faults import stage
 from mmguard.engine import distributed
 from mmguard.engine.finetune import evaluate
 from mmguard.engine.models import build_adapter
-from mmguard.engine.preflight import check_surrogates, check_writable, load_data
+from mmguard.engine.preflight import check_models, check_surrogates, check_writable, load_data
 from mmguard.engine.protect import ProtectedSet, merge, protect
 from mmguard.engine.runfolder import RunFolder, data_folders
 from mmguard.engine.runner import Runner
@@ -34,6 +34,7 @@ def protect_recipe(spec: RunSpec, out: str, attack_label: Optional[str] = None, 
     folder.check()
     check_writable(Path(out))
     train = load_data(spec.data)["train"]
+    check_models(spec)
     check_surrogates(spec)
     folder.claim()
     distributed.barrier()

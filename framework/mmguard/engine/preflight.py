@@ -36,6 +36,20 @@ def load_data(spec: DataSpec, need=("train", "test")) -> Dict[str, List[Sample]]
     return data
 
 
+def check_models(spec: RunSpec) -> None:
+    """Every registered pre-trained model the run names has its weights (e.g. an alignment made by a command)."""
+    from mmguard.core.registry import MODELS
+
+    named = [(f"victims.{i}", v.model) for i, v in enumerate(spec.victims)]
+    named += [(f"attacks.{i}.surrogates.{j}", s) for i, a in enumerate(spec.attacks)
+              for j, s in enumerate(a.surrogates)]
+    for key, m in named:
+        missing = MODELS.meta(m.name).get("missing") if m.name in MODELS and m.pretrained else None
+        problem = missing() if missing else None
+        if problem:
+            raise UserError(f"key '{key}' ({m.name}): {problem}")
+
+
 def check_surrogates(spec: RunSpec) -> None:
     """Every attack can run on its surrogates (e.g. |K| within their language-model layers)."""
     for i, a in enumerate(spec.attacks):

@@ -34,7 +34,7 @@ from mmguard.engine import distributed
 from mmguard.engine.finetune import evaluate, finetune
 from mmguard.engine.fitkey import find_fit, fit_hash, probe_plan, run_rows
 from mmguard.engine.models import build_adapter
-from mmguard.engine.preflight import check_surrogates, check_writable, load_data
+from mmguard.engine.preflight import check_models, check_surrogates, check_writable, load_data
 from mmguard.engine.protect import ProtectedSet, protect, protection_hash, read_protected, spec_hash
 from mmguard.engine.readback import read_json
 from mmguard.engine.runfolder import RunFolder, data_folders
@@ -126,6 +126,7 @@ class Runner:
         self.folder.check()
         check_writable(self.out)
         data = load_data(self.spec.data)
+        check_models(self.spec)
         check_surrogates(self.spec)
         self.folder.claim()
         distributed.barrier()

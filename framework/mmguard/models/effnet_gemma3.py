@@ -134,7 +134,8 @@ def load_aligned(model, folder: Path = ALIGNED_DIR, name: str = NAME) -> Dict[st
 
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
-        raise UserError(f"{name} has no committed alignment at {folder}: make it with 'mmguard zoo pretrain {name}'")
+        raise UserError(missing_alignment(name) if name in ALIGNMENTS and folder == aligned_dir(name) else
+                        f"{name} has no alignment at {folder}: make it with 'mmguard zoo pretrain {name}'")
     manifest = json.loads(manifest_path.read_text())
     if name in ALIGNMENTS and manifest.get("seed") != ALIGNMENTS[name]:
         raise UserError(f"{manifest_path} was aligned at seed {manifest.get('seed')}, {name} is the alignment at "
@@ -187,8 +188,17 @@ def build(seed: int = 0, pretrained: bool = True, dtype: Optional[str] = None,
     return EffnetGemma3Adapter(model, tokenizer, image_processor(), name)
 
 
+def missing_alignment(name: str) -> Optional[str]:
+    """Why ``name`` cannot be built with its alignment yet (None: it can), said before a run starts."""
+    folder = aligned_dir(name)
+    if (folder / "manifest.json").is_file():
+        return None
+    return (f"{name} has no alignment at {folder}: make it with 'mmguard zoo pretrain {name}' (about 20 minutes "
+            f"on 2 CPU cores, once)")
+
+
 for _name, _seed in ALIGNMENTS.items():
     MODELS.add(_name, functools.partial(build, name=_name), family=EffnetGemma3Adapter.family, tiny=False,
-               layers=18, alignment_seed=_seed)
+               layers=18, alignment_seed=_seed, missing=functools.partial(missing_alignment, _name))
 # a saved checkpoint folder of this model (LLaVA with this tower) loads with this adapter, not CLIP-LLaVA's
 FAMILIES[f"llava+{EfficientNetLiteConfig.model_type}"] = EffnetGemma3Adapter

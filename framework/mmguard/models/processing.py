@@ -146,8 +146,11 @@ def _weights_cpu(in_size: int, out_size: int, resample: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=256)
 def pil_weights(in_size: int, out_size: int, resample: int, device: str = "cpu") -> torch.Tensor:
-    """(out, in) float64 matrix of one resize pass; the values are exact multiples of 2^-22."""
-    return _weights_cpu(in_size, out_size, resample).to(device)
+    """(out, in) float64 matrix of one resize pass; the values are exact multiples of 2^-22. Made outside
+    inference mode even when first asked for inside it (an evaluation): the cached matrix is reused where
+    gradients flow (PGD), and an inference tensor cannot be saved for backward."""
+    with torch.inference_mode(False):
+        return _weights_cpu(in_size, out_size, resample).to(device)
 
 
 def _round8(y: torch.Tensor) -> torch.Tensor:
