@@ -39,3 +39,16 @@ def test_a_killed_lora_fit_resumes_from_a_checkpoint_of_its_adapters(tmp_path):
     assert all("lora_" in k for k in saved["state_dict"]), sorted(saved["state_dict"])[:3]
     resumed = run(tmp_path / "cut")
     assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_an_unreadable_checkpoint_is_refused_in_one_line_and_kept(tmp_path):
+    from mmguard.core.errors import UserError
+
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    (folder / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    adapter = build_model("tiny-llava", seed=0)
+    with pytest.raises(UserError, match=r"last\.ckpt: this fine-tune's checkpoint cannot be read back .*move it aside"):
+        finetune(adapter, VICTIMS.build("lora"), FinetuneParams(epochs=1, batch_size=8),
+                 generate(8, seed=0, types=("colour",)), seed=0, trainer=CPU, checkpoint_dir=folder)
+    assert (folder / "last.ckpt").read_bytes() == b"PK\x03\x04 cut short"  # nothing the user had is lost

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -47,6 +48,21 @@ def quiet_lightning():
         yield
     for n, level in saved.items():
         logging.getLogger(n).setLevel(level)
+
+
+def readable_checkpoint(path: Path) -> Path:
+    """``path`` if it loads as a checkpoint of ours (weights only, memory-mapped: nothing is read twice); otherwise
+    one line naming it and the way out, before the fit (Lightning's own load would raise a pickle traceback)."""
+    from mmguard.core.errors import UserError
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # a cut-short file, an older format, or foreign objects: all unreadable alike
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch's message carries terminal colours
+        reason = text.splitlines()[0][:160] if text else type(err).__name__
+        raise UserError(f"{path}: this fine-tune's checkpoint cannot be read back ({reason}); move it aside to "
+                        f"start the fit again") from None
+    return path
 
 
 def finetune(adapter, victim, params: FinetuneParams, train: Sequence[Sample], *, seed: int = 0,
@@ -134,7 +150,7 @@ class _Fitting:
                                              every_n_epochs=1, save_on_train_epoch_end=True,
                                              enable_version_counter=False))
             last = Path(checkpoint_dir) / "last.ckpt"
-            resume_from = str(last) if last.is_file() else None
+            resume_from = str(readable_checkpoint(last)) if last.is_file() else None
         with quiet_lightning():
             lt = build_trainer(self.trainer, max_epochs=epochs, precision=self.params.precision,
                                grad_accum=self.params.grad_accum, logger=self.logger, callbacks=callbacks,
