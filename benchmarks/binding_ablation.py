@@ -161,13 +161,9 @@ def summarize(rows: Sequence[Dict]) -> List[Dict]:
     return out
 
 
-def _pm(mean, std) -> str:
+def markdown(result: Dict) -> str:
     from mmguard.metrics.table import plus_minus
 
-    return plus_minus(mean, std)
-
-
-def markdown(result: Dict) -> str:
     machine = result["machine"]
     lines = ["# Binding ablation", "",
              f"{'Quick smoke run' if result['quick'] else 'Full run'} of `benchmarks/binding_ablation.py` on "
@@ -193,7 +189,8 @@ def markdown(result: Dict) -> str:
             lines.append(f"| {c['probe']} | {c['label']} | {c['attack']} | {c['lambda_bind']:g} | "
                          f"{'-' if c['tau'] is None else format(c['tau'], 'g')} | "
                          f"{'-' if c['num_layers'] is None else c['num_layers']} | {c['n']} | "
-                         f"{_pm(c['accuracy_mean'], c['accuracy_std'])} | {_pm(c['delta_mean'], c['delta_std'])} | "
+                         f"{plus_minus(c['accuracy_mean'], c['accuracy_std'])} | "
+                         f"{plus_minus(c['delta_mean'], c['delta_std'])} | "
                          f"{vs} | {p} |")
         lines.append("")
     return "\n".join(lines)

@@ -85,19 +85,14 @@ def summarize(rows: Sequence[Dict]) -> List[Dict]:
     return out
 
 
-def _pm(mean, std) -> str:
+def markdown(result: Dict) -> str:
     from mmguard.metrics.table import plus_minus
 
-    return plus_minus(mean, std)
-
-
-def markdown(result: Dict) -> str:
     m = result["machine"]
     lines = ["# The paper's regime: MMGuard against LoRA fine-tuning of the pre-trained effnet-gemma3-270m", "",
              f"{'Quick smoke run' if result['quick'] else 'Run'} of `benchmarks/pretrained_regime.py` on {m['device']} "
              f"({m['threads']} thread(s) per worker, {result['jobs']} worker(s)), torch {m['torch']}; seeds "
-             f"{', '.join(map(str, result['seeds']))}; wall time {result['wall_s'] or 0:.0f} s"
-             + (f" (of which this pass {result['pass_wall_s']:.0f} s)" if result.get("pass_wall_s") else "") + ".",
+             f"{', '.join(map(str, result['seeds']))}; wall time {result['wall_s'] or 0:.0f} s.",
              "Accuracy on the clean test set, mean ± sample std over the seeds (n); delta_acc = the clean fine-tune's "
              "accuracy (same victim, probe and seed) minus the protected one's. 'vs multimodal': the mean per-seed "
              "difference in delta_acc from multimodal (the same objective without binding) and the paired t-test's "
@@ -115,7 +110,8 @@ def markdown(result: Dict) -> str:
             vs = "-" if not t or t.get("mean_diff") is None else f"{t['mean_diff']:+.3f}"
             p = "-" if not t or t.get("p") is None else f"{t['p']:.3f}"
             lines.append(f"| {c['probe']} | {c['attack']} | {c['threat_model'] or '-'} | {c['n']} | "
-                         f"{_pm(c['accuracy_mean'], c['accuracy_std'])} | {_pm(c['delta_mean'], c['delta_std'])} | "
+                         f"{plus_minus(c['accuracy_mean'], c['accuracy_std'])} | "
+                         f"{plus_minus(c['delta_mean'], c['delta_std'])} | "
                          f"{vs} | {p} |")
         lines.append("")
     if result.get("protections"):
