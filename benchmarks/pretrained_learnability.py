@@ -42,13 +42,18 @@ class EpochAccuracy(L.Callback):
         print(f"  epoch {len(self.accuracy)}: accuracy {self.accuracy[-1]:.3f}", flush=True)
 
 
-def run_key(model, victim, victim_args, params, precision, data_files, n, seed) -> str:
+def file_digests(files) -> list:
+    import hashlib
+
+    return [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files]
+
+
+def run_key(model, victim, victim_args, params, precision, data_digests, n, seed) -> str:
     """What one seed's run is: a finished run with the same key is read back, not fitted again."""
     import hashlib
 
     blob = json.dumps({"model": model, "victim": victim, "victim_args": victim_args, "params": params,
-                       "precision": precision, "seed": seed, "n": n,
-                       "data": [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in data_files]}, sort_keys=True)
+                       "precision": precision, "seed": seed, "n": n, "data": data_digests}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -64,9 +69,9 @@ def run_model(model: str, victim: str, victim_args: dict, params: dict, train, t
     from mmguard.models.zoo import ModelSpec
 
     trainer = TrainerParams(progress_bar=False)
-    runs = []
+    runs, digests = [], file_digests(data_files)  # read once, not once a seed
     for seed in seeds:
-        key = run_key(model, victim, victim_args, params, precision, data_files, [len(train), len(test)], seed)
+        key = run_key(model, victim, victim_args, params, precision, digests, [len(train), len(test)], seed)
         done = runs_dir / f"{model}-{victim}-seed{seed}-{key}.json"
         if done.is_file():  # a run cut short resumes at the first seed it had not finished
             runs.append(json.loads(done.read_text()))
@@ -161,7 +166,6 @@ def main(argv=None) -> int:
     args.out = args.out or str(HERE / ("pretrained_learnability" + ("" if args.data == "digits" else f"_{args.data}")))
 
     import os
-    import platform
 
     import torch
 

@@ -1,6 +1,5 @@
 """recipes/paper/regime.yaml names the paper's hub checkpoints and data: with their configs in a Hugging Face cache
 (as after `hf download`), `mmguard run --print-config` resolves it, and the threat models come out as it says."""
-import json
 import os
 import subprocess
 import sys
