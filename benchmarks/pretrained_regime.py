@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import threat_matrix  # noqa: E402
-from taskpool import Task, schedule  # noqa: E402
+from taskpool import Task, carry_over, schedule  # noqa: E402
 
 THREATS = ("whitebox", "graybox", "blackbox")
 RECIPES = ROOT / "recipes" / "pretrained"
@@ -125,6 +125,20 @@ def markdown(result: Dict) -> str:
     return "\n".join(lines)
 
 
+def read_prior(path: Path, result: Dict) -> Dict:
+    """The earlier run's JSON at ``path`` when it ran the same benchmark (its task log is carried over); else {}."""
+    import json
+
+    if not path.is_file():
+        return {}
+    try:
+        prior = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    same = all(prior.get(k) == result[k] for k in ("benchmark", "quick", "overrides"))
+    return prior if same else {}
+
+
 def main(argv: Sequence[str] | None = None) -> Dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -165,25 +179,35 @@ def main(argv: Sequence[str] | None = None) -> Dict:
                           else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
                           "threads": threads, "python": platform.python_version(), "torch": torch.__version__},
               "wall_s": None, "rows": [], "summary": [], "protections": []}
-    tasks, keys = threat_matrix.plan(cfgs, runs)
-    results: Dict[str, Dict] = {}
-    print(f"[pretrained_regime] {len(tasks)} tasks, seeds {args.seeds}, {args.jobs} worker(s) x {threads} thread(s)",
-          flush=True)
+    tasks, protect_keys = threat_matrix.plan(cfgs, runs)
+    prior = read_prior(out_json, result)
+    todo, results, keys = carry_over(tasks, prior.get("tasks") or {})
+    before = float(prior.get("wall_s") or 0.0) if results else 0.0  # the wall time of the runs resumed
+    planned = {t.id for t in tasks}
+    others = {tid: e for tid, e in (prior.get("tasks") or {}).items() if tid not in planned}  # kept, not lost
+    print(f"[pretrained_regime] {len(tasks)} tasks ({len(results)} carried over from {out_json.name}), seeds "
+          f"{args.seeds}, {args.jobs} worker(s) x {threads} thread(s)", flush=True)
 
-    def on_done(task: Task, out: Dict) -> None:
-        results[task.id] = out
-        threats = threat_matrix.assemble(cfgs, tasks, keys, results, runs)
+    def write() -> None:
+        threats = threat_matrix.assemble(cfgs, tasks, protect_keys, results, runs)
         result["rows"] = [r for t in threats for r in t["rows"]]
         result["summary"] = summarize(result["rows"])
         result["protections"] = [{"threat": t["threat"], "attack": name, **{k: a.get(k) for k in (
             "surrogates", "psnr", "ssim", "protect_seconds")}} for t in threats for name, a in t["attacks"].items()]
         result["work_s"] = round(sum(t["work_s"] for t in threats), 1)
-        result["wall_s"] = round(time.time() - t0, 1)
-        atomic_write_json(out_json, result)  # what is done so far survives a crash later
+        result["wall_s"] = round(before + time.time() - t0, 1)
+        result["done"] = f"{len(results)}/{len(tasks)}"
+        result["tasks"] = {**others, **{tid: {"key": keys[tid], "out": out} for tid, out in results.items()}}
+        atomic_write_json(out_json, result)  # what is done so far survives a crash later, and resumes a new clone
         atomic_write_text(out_json.with_suffix(".md"), markdown(result))
+
+    def on_done(task: Task, out: Dict) -> None:
+        results[task.id] = out
+        write()
         print(f"[pretrained_regime] {len(results)}/{len(tasks)} {task.id} ({time.time() - t0:.0f} s)", flush=True)
 
-    schedule(tasks, max(1, args.jobs), threads, on_done)
+    write()
+    schedule(todo, max(1, args.jobs), threads, on_done)
     print(f"[pretrained_regime] {result['wall_s']:.0f} s; wrote {out_json} and {out_json.with_suffix('.md')}")
     return result
 

@@ -166,6 +166,60 @@ def schedule(tasks: Sequence[Task], jobs: int, threads: int, on_done: Callable[[
                 done.add(t.id)
 
 
+def task_key(task: Task) -> str:
+    """What a task's output depends on: a protection's id is its release's hash already; a cell task's is its
+    recipe written out, the samples of its train and test splits, and the tasks it waits on."""
+    from mmguard.config.tree import to_tree
+    from mmguard.engine.protect import spec_hash
+
+    if task.fn is protect_task:
+        return task.id
+    cfg = task.args[0]
+    return spec_hash({"recipe": to_tree(cfg), "samples": _data_identity(cfg.data), "deps": sorted(task.deps)})
+
+
+_IDENTITIES: Dict[str, str] = {}
+
+
+def _data_identity(data) -> str:
+    import hashlib
+
+    from mmguard.engine.preflight import load_data
+    from mmguard.engine.protect import sample_identity, spec_hash
+
+    spec = spec_hash({"name": data.name, **data.params})
+    if spec not in _IDENTITIES:
+        digest = hashlib.sha256()
+        for split, samples in sorted(load_data(data).items()):
+            for s in samples:
+                digest.update(f"{split}\0{sample_identity(s)}\n".encode())
+        _IDENTITIES[spec] = digest.hexdigest()[:16]
+    return _IDENTITIES[spec]
+
+
+def carry_over(tasks: Sequence[Task], log: Dict[str, Dict]) -> Tuple[List[Task], Dict[str, Dict], Dict[str, str]]:
+    """Resume from an earlier run's task log (``{task id: {"key", "out"}}``, as a benchmark's JSON keeps it) when
+    its run folders are gone (another machine, a fresh clone): a task whose key is unchanged keeps its output,
+    unless a task that waits on it must run (its protected set or clean fit is then needed on disk again, and a
+    protection or fit still there is read back by the framework). Returns the tasks to run, the outputs carried
+    over and every task's key."""
+    keys = {t.id: task_key(t) for t in tasks}
+    waiting: Dict[str, List[str]] = {}
+    for t in tasks:
+        for d in t.deps:
+            waiting.setdefault(d, []).append(t.id)
+    finished = {t.id for t in tasks if (log.get(t.id) or {}).get("key") == keys[t.id]}
+    kept: Set[str] = set()
+    grew = True
+    while grew:  # from the last tasks back: a task is kept once everything that waits on it is
+        grew = False
+        for tid in finished - kept:
+            if all(w in kept for w in waiting.get(tid, [])):
+                kept.add(tid)
+                grew = True
+    return ([t for t in tasks if t.id not in kept], {tid: log[tid]["out"] for tid in kept}, keys)
+
+
 def critical_paths(tasks: Sequence[Task]) -> Dict[str, float]:
     """Per task, its cost plus the longest chain of tasks that wait on it: what starting it late delays. A cheap
     task that long fits wait on (a shared clean fit read back) goes early, not last."""

@@ -37,6 +37,13 @@ def test_pretrained_regime_quick(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "## whitebox" in md and "| none | mmguard_bph | white-box | 1 |" in md
 
+    # a fresh clone has the JSON but not the run folders: every task carries over from its log, nothing reruns
+    again = bench().main(["--quick", "--seeds", "0", "--threats", "whitebox", "--attacks", "mmguard_bph",
+                          "--probes", "none", "--json", str(out), "--runs", str(tmp_path / "runs-elsewhere")])
+    assert again["rows"] == saved["rows"] and again["done"] == saved["done"] == f"{len(saved['tasks'])}/" \
+        f"{len(saved['tasks'])}"
+    assert not (tmp_path / "runs-elsewhere").exists()
+
 
 def test_an_unknown_attack_is_refused_before_any_work(tmp_path):
     from mmguard.core.errors import UserError

@@ -20,3 +20,25 @@ def test_a_cheap_task_that_long_fits_wait_on_comes_before_a_longer_lone_one():
                     "c": 5.0}
     ready = [t for t in tasks if not t.deps]
     assert [t.id for t in sorted(ready, key=lambda t: -tail[t.id])] == ["clean:read-back", "clean:lone", "a"]
+
+
+def test_a_finished_task_is_carried_over_only_when_everything_waiting_on_it_is(monkeypatch):
+    """A protection and a clean fit whose outputs the log has still run when the attack fit waiting on them does
+    not carry over (a fresh clone has neither the protected set nor the clean fit on disk); all three carry over
+    once the log has all three under their keys, and a changed key runs its task again."""
+    import taskpool
+
+    monkeypatch.setattr(taskpool, "task_key", lambda t: "key-" + t.id)
+    tasks = [Task("protect:a", None, (), set(), 1.0), Task("clean:x", None, (), set(), 1.0),
+             Task("attacks:x", None, (), {"protect:a", "clean:x"}, 1.0), Task("clean:y", None, (), set(), 1.0)]
+    log = {"protect:a": {"key": "key-protect:a", "out": {"psnr": 40.0}},
+           "clean:x": {"key": "key-clean:x", "out": {"rows": [1]}}, "clean:y": {"key": "key-clean:y", "out": {}}}
+    todo, carried, keys = taskpool.carry_over(tasks, log)
+    assert [t.id for t in todo] == ["protect:a", "clean:x", "attacks:x"] and carried == {"clean:y": {}}
+    assert keys["attacks:x"] == "key-attacks:x"
+    log["attacks:x"] = {"key": "key-attacks:x", "out": {"rows": [2]}}
+    todo, carried, _ = taskpool.carry_over(tasks, log)
+    assert todo == [] and carried["protect:a"] == {"psnr": 40.0} and carried["attacks:x"] == {"rows": [2]}
+    log["attacks:x"]["key"] = "an older recipe"
+    todo, carried, _ = taskpool.carry_over(tasks, log)
+    assert [t.id for t in todo] == ["protect:a", "clean:x", "attacks:x"] and set(carried) == {"clean:y"}

@@ -18,8 +18,9 @@ entries without an image are skipped with a warning. Image paths must stay insid
 :class:`DataFormatError` (a ``UserError``), whose message names the file, the entry (index and id) and the field.
 
 ``seed`` is a loader's data draw: the synthetic generator's images and classes; for files, the ``test_fraction``
-partition and the ``limit`` subsample (kept in file order). A recipe that leaves ``data.seed`` unset passes its own
-seed (``config/spec.py``), so its seeds vary the data; ``data: {seed: 0}`` pins them.
+partition, the ``per_answer`` class-balanced train subsample and the ``limit`` subsample (kept in file order). A
+recipe that leaves ``data.seed`` unset passes its own seed (``config/spec.py``), so its seeds vary the data;
+``data: {seed: 0}`` pins them.
 
 Loaders only read the files; :func:`mmguard.data.checks.check_splits` then decodes every image once, before any
 work, and refuses the ones that cannot be used.
@@ -318,9 +319,23 @@ def read_jsonl(file: PathLike, *, image_root: Optional[PathLike] = None, check_i
     return samples
 
 
+def _per_answer(samples: List[Sample], per_answer: Optional[int], seed: int) -> List[Sample]:
+    """At most ``per_answer`` samples of each answer, drawn with ``seed``, in their order: a class-balanced
+    subsample (a smaller train split that still holds every class alike)."""
+    if per_answer is None:
+        return samples
+    by_answer: Dict[str, List[int]] = {}
+    for i, s in enumerate(samples):
+        by_answer.setdefault(s.answer, []).append(i)
+    rng = np.random.default_rng([int(seed), 2])
+    keep = [j for _, idx in sorted(by_answer.items())
+            for j in (rng.choice(idx, int(per_answer), replace=False).tolist() if len(idx) > per_answer else idx)]
+    return [samples[i] for i in sorted(keep)]
+
+
 def _file_splits(reader, train: Optional[PathLike], test: Optional[PathLike], *, limit: Optional[int],
                  test_fraction: float, seed: int, image_root: Optional[PathLike], check_images: bool,
-                 allow_outside: bool, loader: str) -> Splits:
+                 allow_outside: bool, loader: str, per_answer: Optional[int] = None) -> Splits:
     if train is None and test is None:
         raise UserError(f"dataset '{loader}' needs train=PATH (and test=PATH, or test_fraction to split train)")
 
@@ -334,7 +349,8 @@ def _file_splits(reader, train: Optional[PathLike], test: Optional[PathLike], *,
         train_s, test_s = split_train_test(train_s, test_fraction, seed)
     else:
         test_s = []
-    return {"train": _limit(train_s, limit, seed, 0), "test": _limit(test_s, limit, seed, 1)}
+    return {"train": _limit(_per_answer(train_s, per_answer, seed), limit, seed, 0),
+            "test": _limit(test_s, limit, seed, 1)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -360,28 +376,31 @@ def load_synthetic(n_train: PositiveInt = 64, n_test: PositiveInt = 64,
 @DATASETS.register("llava_json", kind="file")
 def load_llava_json(train: Optional[PathLike] = None, test: Optional[PathLike] = None, *, limit: Limit = None,
                     test_fraction: TestFraction = 0.0, seed: int = 0, image_root: Optional[PathLike] = None,
-                    check_images: bool = True, allow_outside: bool = False) -> Splits:
+                    check_images: bool = True, allow_outside: bool = False,
+                    per_answer: Limit = None) -> Splits:
     """DESIGN.md's LLaVA JSON; without ``test``, ``test_fraction`` > 0 carves a test split out of ``train``."""
     return _file_splits(read_conversation_file, train, test, limit=limit, test_fraction=test_fraction,
                         seed=seed, image_root=image_root, check_images=check_images,
-                        allow_outside=allow_outside, loader="llava_json")
+                        allow_outside=allow_outside, loader="llava_json", per_answer=per_answer)
 
 
 @DATASETS.register("sharegpt", kind="file")
 def load_sharegpt(train: Optional[PathLike] = None, test: Optional[PathLike] = None, *, limit: Limit = None,
                   test_fraction: TestFraction = 0.0, seed: int = 0, image_root: Optional[PathLike] = None,
-                  check_images: bool = True, allow_outside: bool = False) -> Splits:
+                  check_images: bool = True, allow_outside: bool = False,
+                  per_answer: Limit = None) -> Splits:
     """ShareGPT JSON (``conversations``/``messages``, ``from``/``value`` or ``role``/``content``)."""
     return _file_splits(read_conversation_file, train, test, limit=limit, test_fraction=test_fraction,
                         seed=seed, image_root=image_root, check_images=check_images,
-                        allow_outside=allow_outside, loader="sharegpt")
+                        allow_outside=allow_outside, loader="sharegpt", per_answer=per_answer)
 
 
 @DATASETS.register("jsonl", kind="file")
 def load_jsonl(train: Optional[PathLike] = None, test: Optional[PathLike] = None, *, limit: Limit = None,
                test_fraction: TestFraction = 0.0, seed: int = 0, image_root: Optional[PathLike] = None,
-               check_images: bool = True, allow_outside: bool = False) -> Splits:
+               check_images: bool = True, allow_outside: bool = False,
+               per_answer: Limit = None) -> Splits:
     """One ``{"image", "question", "answer", "answers"?, "choices"?}`` object per line."""
     return _file_splits(read_jsonl, train, test, limit=limit, test_fraction=test_fraction,
                         seed=seed, image_root=image_root, check_images=check_images,
-                        allow_outside=allow_outside, loader="jsonl")
+                        allow_outside=allow_outside, loader="jsonl", per_answer=per_answer)
