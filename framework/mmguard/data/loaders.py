@@ -38,6 +38,7 @@ from mmguard.core.errors import UserError
 from mmguard.core.params import PositiveInt, at_least, between
 from mmguard.core.registry import DATASETS
 from mmguard.data import synthetic
+from mmguard.data.subsample import draw_limit, draw_per_answer, split_train_test
 from mmguard.data.errors import DataFormatError, Origin
 from mmguard.data.files import data_file, image_folder, parse_json, read_text, resolve_image
 from mmguard.data.sample import Sample
@@ -73,27 +74,6 @@ def strip_choices_suffix(question: str, choices: Optional[Sequence[str]]) -> str
         if question.endswith(suffix) and len(question) > len(suffix):
             return question[: -len(suffix)]
     return question
-
-
-def split_train_test(samples: Sequence[Sample], test_fraction: float, seed: int = 0) -> Tuple[list, list]:
-    """A seeded partition (no sample in both halves)."""
-    if not 0.0 <= test_fraction <= 1.0:
-        raise UserError(f"test_fraction must lie in [0, 1], got {test_fraction}")
-    order = np.random.default_rng(seed).permutation(len(samples))
-    n_test = int(round(len(samples) * test_fraction))
-    test_idx, train_idx = sorted(order[:n_test].tolist()), sorted(order[n_test:].tolist())
-    return [samples[i] for i in train_idx], [samples[i] for i in test_idx]
-
-
-def _limit(samples: List[Sample], limit: Optional[int], seed: Optional[int] = None, stream: int = 0) -> List[Sample]:
-    """``limit`` of ``samples`` drawn with (``seed``, ``stream``: one per split), in their order; all when no more.
-    ``seed`` None: the first ``limit`` (a generated set, drawn from its seed already)."""
-    if limit is None or len(samples) <= int(limit):
-        return samples
-    if seed is None:
-        return samples[: int(limit)]
-    keep = np.random.default_rng([int(seed), stream]).choice(len(samples), int(limit), replace=False)
-    return [samples[i] for i in sorted(keep.tolist())]
 
 
 def _refuse(file: Path, entry: Union[int, str], entry_id: Any, field: str, problem: str) -> DataFormatError:
@@ -319,20 +299,6 @@ def read_jsonl(file: PathLike, *, image_root: Optional[PathLike] = None, check_i
     return samples
 
 
-def _per_answer(samples: List[Sample], per_answer: Optional[int], seed: int) -> List[Sample]:
-    """At most ``per_answer`` samples of each answer, drawn with ``seed``, in their order: a class-balanced
-    subsample (a smaller train split that still holds every class alike)."""
-    if per_answer is None:
-        return samples
-    by_answer: Dict[str, List[int]] = {}
-    for i, s in enumerate(samples):
-        by_answer.setdefault(s.answer, []).append(i)
-    rng = np.random.default_rng([int(seed), 2])
-    keep = [j for _, idx in sorted(by_answer.items())
-            for j in (rng.choice(idx, int(per_answer), replace=False).tolist() if len(idx) > per_answer else idx)]
-    return [samples[i] for i in sorted(keep)]
-
-
 def _file_splits(reader, train: Optional[PathLike], test: Optional[PathLike], *, limit: Optional[int],
                  test_fraction: float, seed: int, image_root: Optional[PathLike], check_images: bool,
                  allow_outside: bool, loader: str, per_answer: Optional[int] = None) -> Splits:
@@ -349,8 +315,8 @@ def _file_splits(reader, train: Optional[PathLike], test: Optional[PathLike], *,
         train_s, test_s = split_train_test(train_s, test_fraction, seed)
     else:
         test_s = []
-    return {"train": _limit(_per_answer(train_s, per_answer, seed), limit, seed, 0),
-            "test": _limit(test_s, limit, seed, 1)}
+    return {"train": draw_limit(draw_per_answer(train_s, per_answer, seed), limit, seed, 0),
+            "test": draw_limit(test_s, limit, seed, 1)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -367,9 +333,9 @@ def load_synthetic(n_train: PositiveInt = 64, n_test: PositiveInt = 64,
     contrast = float(contrast)
     train_seed, test_seed = (int(s) for s in np.random.SeedSequence(int(seed)).generate_state(2))
     types = tuple(types) if not isinstance(types, str) else (types,)
-    return {"train": _limit(synthetic.generate(int(n_train), train_seed, types, int(size), prefix="train",
+    return {"train": draw_limit(synthetic.generate(int(n_train), train_seed, types, int(size), prefix="train",
                                                contrast=contrast), limit),
-            "test": _limit(synthetic.generate(int(n_test), test_seed, types, int(size), prefix="test",
+            "test": draw_limit(synthetic.generate(int(n_test), test_seed, types, int(size), prefix="test",
                                               contrast=contrast, balanced=True), limit)}
 
 
