@@ -1,39 +1,14 @@
-"""Refresh the README's result tables from the benchmarks' markdown: every block opened by
-``<!-- table: benchmarks/X.md -->`` and closed by ``<!-- end table -->`` gets the table lines (those starting with
-'|') of that file, which the benchmark wrote. tests/test_readme.py fails when a block and its file disagree.
+"""Superseded by ``python -m mmguard.report.results`` (framework/mmguard/report/results.py), which writes the
+result pages under docs/results/ and the README's summary from the benchmarks' JSON; this script runs it, so the
+old command keeps working.
 
-    python benchmarks/readme_tables.py
+    python benchmarks/readme_tables.py [--check]
 """
-from __future__ import annotations
-
-import re
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"(<!-- table: (\S+) -->\n)(.*?)(<!-- end table -->)", re.S)
-
-
-def table_lines(text: str):
-    return [line for line in text.splitlines() if line.startswith("|")]
-
-
-def refresh(readme: str) -> str:
-    def fill(m):
-        table = "\n".join(table_lines((ROOT / m.group(2)).read_text()))
-        return f"{m.group(1)}{table}\n{m.group(4)}"
-
-    return BLOCK.sub(fill, readme)
-
-
-def main() -> int:
-    path = ROOT / "README.md"
-    text = path.read_text()
-    new = refresh(text)
-    if new != text:
-        path.write_text(new)
-        print(f"refreshed {len(BLOCK.findall(new))} table(s) in {path}")
-    return 0
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "framework"))
+from mmguard.report.results import main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
