@@ -83,15 +83,15 @@ def pgd_step(adapter, attack, view, clean, deltas, budget, alpha):
 
 def measure(size: str, device: str, batch: int, steps: int) -> dict:
     from mmguard.attacks.view import CleanPass, SurrogateView
-    from mmguard.core.registry import ATTACKS
     from mmguard.data.synthetic import generate
+    from mmguard.engine.build import build_attack
     from mmguard.engine.store import Budget
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     adapter = build(size, device, dtype)
     s = SIZES[size]
     samples = generate(batch, seed=0, types=("colour",), size=s["image"])
-    attack = ATTACKS.build("mmguard_bph")
+    attack = build_attack("mmguard_bph")
     triggers = [" meadow anchor pebble"] * batch
     clean = [x.pixels().to(device) for x in samples]
     view = SurrogateView(adapter, samples, triggers, attack.tapped_layers,

@@ -57,15 +57,14 @@ def with_shortcut(samples):
 
 def fit(model, victim, train, test, seed=0):
     from mmguard.config.sections import FinetuneParams, TrainerParams
-    from mmguard.core.registry import VICTIMS
+    from mmguard.config.spec import ModelSpec
+    from mmguard.engine.build import build_model, build_victim
     from mmguard.engine.finetune import evaluate, finetune
-    from mmguard.engine.models import build_adapter
-    from mmguard.models.zoo import ModelSpec
 
-    adapter = build_adapter(ModelSpec(model, pretrained=victim["pretrained"], seed=seed))
+    adapter = build_model(ModelSpec(model, pretrained=victim["pretrained"], seed=seed))
     params = {"rank": 8, "alpha": 16, "dropout": 0.0} if victim["name"] == "lora" else {}
     trainer = TrainerParams(progress_bar=False)
-    finetune(adapter, VICTIMS.build(victim["name"], **params),
+    finetune(adapter, build_victim(victim["name"], **params),
              FinetuneParams(lr=victim["lr"], epochs=victim["epochs"], batch_size=16), train, seed=seed,
              trainer=trainer)
     return evaluate(adapter, test, max_new_tokens=6, trainer=trainer)["accuracy"]
@@ -74,7 +73,8 @@ def fit(model, victim, train, test, seed=0):
 def main(argv=None) -> dict:
     from mmguard.cli import set_cpu_threads
     from mmguard.engine.finetune import quiet_lightning
-    from mmguard.core.registry import DATASETS, load_plugins
+    from mmguard.core.registry import load_plugins
+    from mmguard.engine.build import build_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smoke version (tiny data, 2 epochs)")
@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     rows = []
     for name, data, victim in settings(args.quick):
         kwargs = {k: v for k, v in data.items() if k != "name"}
-        splits = DATASETS.get(data["name"])(**kwargs)  # synthetic: the loader's seed 0
+        splits = build_data(data["name"], **kwargs)  # synthetic: the loader's seed 0
         chance = 1.0 / len({s.answer for s in splits["test"]})
         for seed in seeds:
             t0 = time.time()

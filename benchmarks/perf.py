@@ -44,6 +44,14 @@ SIZES = {"tiny": {}, "medium": {"hidden": 256, "layers": 4, "image_size": 96},
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
 
 
+def tiny_llava(**sizes):
+    """tiny-llava at its seed-0 initialization (``sizes``: its config at another size)."""
+    from mmguard.config.spec import ModelSpec
+    from mmguard.engine.build import build_model
+
+    return build_model(ModelSpec("tiny-llava", pretrained=False, seed=0), **sizes)
+
+
 def interleaved(arms: dict, repeats: int) -> dict:
     """Median seconds of each arm, the arms run in turn in every repeat (machine load hits all alike)."""
     times = {k: [] for k in arms}
@@ -60,13 +68,12 @@ def interleaved(arms: dict, repeats: int) -> dict:
 # -- (a), (b): the PGD step ------------------------------------------------------------------------------------
 def protection(attack: str, samples, size: str, device: str, folder: Path, P: int):
     from mmguard.config.spec import resolve
-    from mmguard.core.registry import MODELS
     from mmguard.engine.protect import build_protection
     from mmguard.engine.state import StateDir
 
     spec = resolve({"attacks": [{"name": attack, "surrogates": [{"name": "tiny-llava", "pretrained": False}]}],
                     "each": {"attacks": {"P": P, "batch_size": len(samples), "init": "zero"}}}).attacks[0]
-    surrogate = MODELS.get("tiny-llava")(seed=0, **SIZES[size])
+    surrogate = tiny_llava(**SIZES[size])
     surrogate.model.to(device)
     state = StateDir(folder)
     module = build_protection(spec, samples, state, surrogates=[surrogate])
@@ -147,24 +154,23 @@ def finetune_arms(steps: int, batch: int, repeats: int) -> dict:
 
     from mmguard.attacks.losses import l_train
     from mmguard.config.sections import FinetuneParams, TrainerParams
-    from mmguard.core.registry import VICTIMS
     from mmguard.data.synthetic import generate
+    from mmguard.engine.build import build_victim
     from mmguard.engine.data import train_loader
     from mmguard.engine.finetune import finetune, quiet_lightning
-    from mmguard.models import build_model
 
     train = generate(steps * batch, seed=1, types=("colour",))
     params = FinetuneParams(epochs=1, lr=2e-3, batch_size=batch)
 
     def framework(record=None):
         with quiet_lightning():
-            finetune(build_model("tiny-llava", seed=0), VICTIMS.build("full"), params, train, seed=0,
+            finetune(tiny_llava(), build_victim("full"), params, train, seed=0,
                      trainer=TrainerParams(accelerator="cpu", progress_bar=False),
                      callbacks=[record] if record is not None else [])
 
     def hand(record=None):
-        adapter = build_model("tiny-llava", seed=0)
-        trainable = VICTIMS.build("full").prepare(adapter)
+        adapter = tiny_llava()
+        trainable = build_victim("full").prepare(adapter)
         adapter.model.train()
         # the same optimizer as the framework's (its weight decay too: AdamW's own default is 0.01)
         opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay, fused=True)
@@ -218,19 +224,18 @@ def evaluation_arms(n: int, repeats: int, finetuned: bool) -> dict:
     """``finetuned``: the benchmark's victims, which answer a word and stop (a cached loop saves at most the
     second full pass); else a random-init model, whose answers run to ``max_new_tokens`` (zero-shot rows)."""
     from mmguard.config.sections import FinetuneParams, TrainerParams
-    from mmguard.core.registry import VICTIMS
     from mmguard.data.synthetic import generate
     from mmguard.engine import finetune as engine
-    from mmguard.models import build_model
+    from mmguard.engine.build import build_victim
 
     spec = importlib.util.spec_from_file_location("test_generate", ROOT / "tests" / "models" / "test_generate.py")
     ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ref)
     trainer = TrainerParams(accelerator="cpu", progress_bar=False)
-    adapter = build_model("tiny-llava", seed=0)
+    adapter = tiny_llava()
     if finetuned:
         with engine.quiet_lightning():
-            engine.finetune(adapter, VICTIMS.build("full"), FinetuneParams(epochs=6, lr=3e-3, batch_size=16),
+            engine.finetune(adapter, build_victim("full"), FinetuneParams(epochs=6, lr=3e-3, batch_size=16),
                             generate(160, seed=1, types=("colour",)), seed=0, trainer=trainer)
     test = generate(n, seed=2, types=("colour", "count", "position", "colour_choice"), prefix="test")
     new_generate = type(adapter).generate

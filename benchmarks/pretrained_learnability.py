@@ -62,11 +62,10 @@ def run_model(model: str, victim: str, victim_args: dict, params: dict, train, t
     import torch
 
     from mmguard.config.sections import FinetuneParams, TrainerParams
+    from mmguard.config.spec import ModelSpec
     from mmguard.core.io import atomic_write_json
-    from mmguard.core.registry import VICTIMS
+    from mmguard.engine.build import build_model, build_victim
     from mmguard.engine.finetune import evaluate, finetune
-    from mmguard.engine.models import build_adapter
-    from mmguard.models.zoo import ModelSpec
 
     trainer = TrainerParams(progress_bar=False)
     runs, digests = [], file_digests(data_files)  # read once, not once a seed
@@ -80,10 +79,10 @@ def run_model(model: str, victim: str, victim_args: dict, params: dict, train, t
         started = time.time()
         # seed 0's initialization of the model (the aligned or pre-trained weights are fixed; a tiny twin's
         # random init only matters before its pre-training, which is cached per seed: pinned to 0)
-        adapter = build_adapter(ModelSpec(model, pretrained=True, seed=0), progress=False)
+        adapter = build_model(ModelSpec(model, pretrained=True, seed=0), progress=False)
         zero_shot = evaluate(adapter, test, trainer=trainer)["accuracy"]
         per_epoch = EpochAccuracy(adapter, test)
-        finetune(adapter, VICTIMS.build(victim, **victim_args), FinetuneParams(precision=precision, **params), train,
+        finetune(adapter, build_victim(victim, **victim_args), FinetuneParams(precision=precision, **params), train,
                  seed=seed, trainer=trainer, callbacks=[per_epoch])
         final = evaluate(adapter, test, trainer=trainer)["accuracy"]
         runs.append({"seed": seed, "zero_shot": round(zero_shot, 4), "accuracy_per_epoch": per_epoch.accuracy,

@@ -143,10 +143,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_zoo(args) -> int:
+    from mmguard.config.spec import ModelSpec
+    from mmguard.core.model_names import is_tiny
     from mmguard.core.registry import MODELS
-    from mmguard.engine.models import build_adapter
-    from mmguard.engine.pretrain import PRETRAIN
-    from mmguard.models.zoo import ModelSpec, is_tiny, twin_path
+    from mmguard.engine.build import build_model
+    from mmguard.engine.pretrain import PRETRAIN, twin_path
 
     for name in args.models or MODELS.names("tiny-*"):
         if name not in MODELS:
@@ -163,7 +164,7 @@ def cmd_zoo(args) -> int:
             print(f"{name}: aligned in {manifest['wall_s']:.0f} s; held-out accuracy "
                   f"{manifest['held_out_accuracy']['before']:.3f} -> {manifest['held_out_accuracy']['after']:.3f}")
             continue
-        adapter = build_adapter(ModelSpec(name, pretrained=True, seed=args.seed))
+        adapter = build_model(ModelSpec(name, pretrained=True, seed=args.seed))
         print(f"{name}: {twin_path(adapter, args.seed, PRETRAIN)}")
     return 0
 

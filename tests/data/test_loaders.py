@@ -12,6 +12,7 @@ from mmguard.data.hub import HubDataError, parse_inline_options, parse_line_opti
 from mmguard.data.loaders import DataFormatError
 from mmguard.data.sample import Sample
 from mmguard.core.registry import DATASETS
+from mmguard.engine.build import build_data
 
 datasets = pytest.importorskip("datasets")
 
@@ -184,7 +185,7 @@ def loader_kwargs(hub_dirs, llava_file, sharegpt_file, jsonl_file):
 def test_every_registered_loader_returns_train_and_test(name, loader_kwargs):
     if name not in loader_kwargs:
         pytest.skip(f"no fixture for dataset {name!r} in this test")
-    splits = DATASETS.build(name, **loader_kwargs[name])
+    splits = build_data(name, **loader_kwargs[name])  # through the builder: it builds every registered data set
     assert set(splits) == {"train", "test"}
     assert splits["train"] and splits["test"]
     for split in splits.values():

@@ -36,8 +36,8 @@ def test_bf16_mixed_precision_and_a_bf16_surrogate_protect_within_budget(tmp_pat
     assert 0 < ps.summary["linf_max_255"] <= 8 and all(r["trigger"] for r in ps.per_sample)
     spec = attack_spec("em_image", each=FAST)
     spec.surrogates[0].dtype = "bfloat16"
-    from mmguard.engine.models import build_adapter
+    from mmguard.engine.build import build_model
 
-    assert next(build_adapter(spec.surrogates[0]).model.parameters()).dtype == torch.bfloat16
+    assert next(build_model(spec.surrogates[0]).model.parameters()).dtype == torch.bfloat16
     ps = protect_to(spec, samples, tmp_path / "bf16")
     assert 0 < ps.summary["linf_max_255"] <= 8

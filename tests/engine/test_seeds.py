@@ -10,6 +10,7 @@ import torch
 from mmguard.cli import _spec, build_parser, main
 from mmguard.config.recipe import load_recipe
 from mmguard.config.seeds import seed_note
+from mmguard.config.tree import at_seed
 from mmguard.engine.preflight import load_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,12 +32,12 @@ def test_seed_axis_resolves_each_seed(tmp_path):
     path.write_text(RECIPE)
     spec = load_recipe(path)
     assert spec.seeds == [0, 1]
-    one = spec.at_seed(1)
+    one = at_seed(spec, 1)
     assert one.seed == 1 and one.seeds is None
     assert one.victims[0].model.seed == 1 and one.victims[1].model.seed == 7  # open seeds follow, pinned stay
     assert one.attacks[0].seed == 1 and one.attacks[0].surrogates[0].seed == 1
-    assert one.data.params["seed"] == 1 and spec.at_seed(0).data.params["seed"] == 0  # the data draw too
-    assert load_recipe(path, ["data.seed=0"]).at_seed(1).data.params["seed"] == 0  # a pinned one stays
+    assert one.data.params["seed"] == 1 and at_seed(spec, 0).data.params["seed"] == 0  # the data draw too
+    assert at_seed(load_recipe(path, ["data.seed=0"]), 1).data.params["seed"] == 0  # a pinned one stays
     with pytest.raises(Exception, match="seeds"):
         load_recipe(path, ["seeds=[1,1]"])
 
@@ -61,7 +62,7 @@ def test_two_seeds_of_the_quickstart_draw_different_training_images():
 def test_the_benchmarks_recipes_keep_their_data_at_every_seed(recipe):
     """Their committed tables were measured on data seed 0 at every seed: the recipes pin it."""
     spec = load_recipe(RECIPES / recipe)
-    at = spec.at_seed if spec.seeds else (lambda s: load_recipe(RECIPES / recipe, [f"seed={s}"]))
+    at = (lambda s: at_seed(spec, s)) if spec.seeds else (lambda s: load_recipe(RECIPES / recipe, [f"seed={s}"]))
     assert {at(s).data.params["seed"] for s in (0, 1, 2)} == {0}
 
 
@@ -82,7 +83,7 @@ def test_seed_note_says_what_follows_and_what_is_pinned(tmp_path):
     path = tmp_path / "seeds.yaml"
     path.write_text(RECIPE)
     spec = load_recipe(path)
-    note = seed_note(spec.at_seed(0), spec.at_seed(1))
+    note = seed_note(at_seed(spec, 0), at_seed(spec, 1))
     assert note.startswith("Seeds vary the data draw; the initialization of tiny-llava; the attacks' draws")
     assert note.endswith("Fixed: tiny-gemma3's initialization (seed 7).")
     quick = [load_recipe(RECIPES / "threat" / "whitebox.yaml", [f"seed={s}"]) for s in (0, 1)]

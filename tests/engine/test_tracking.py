@@ -9,8 +9,8 @@ import pytest
 
 from mmguard.config.recipe import load_recipe
 from mmguard.config.sections import LoggerParams
+from mmguard.engine.build import build_model
 from mmguard.engine.finetune import evaluate
-from mmguard.engine.models import build_adapter
 from mmguard.engine.runner import Runner
 from mmguard.engine.tracking import SUMMARY, Tracking, run_id
 from wandb_records import offline_runs
@@ -156,7 +156,7 @@ def test_csv_and_tensorboard_get_the_same_metrics(tmp_path, synthetic_small, nam
     import helpers
 
     tracking = Tracking(LoggerParams(name=name), tmp_path)
-    adapter = build_adapter(load_recipe(ROOT / "recipes" / "quickstart.yaml", ["victims.0.pretrained=false"]
+    adapter = build_model(load_recipe(ROOT / "recipes" / "quickstart.yaml", ["victims.0.pretrained=false"]
                                         ).victims[0].model)
     with tracking.row("zero_shot__tiny-llava/full", "evaluate", {"victim.name": "full", "seed": 0}) as run:
         res = evaluate(adapter, synthetic_small[:4], max_new_tokens=2, trainer=helpers.CPU, logger=run.logger)

@@ -3,7 +3,8 @@ folder resolves by path, loads its weights, or its architecture at random init w
 import torch
 
 from mmguard.config.spec import resolve
-from mmguard.models.zoo import build_model, resolve_model_name
+from mmguard.core.model_names import resolve_model_name
+from mmguard.models.zoo import build_model
 
 
 def test_a_checkpoint_folder_loads_through_from_pretrained(tmp_path):

@@ -68,7 +68,10 @@ def test_answer_logits_are_the_full_logits_at_the_answer(name, samples):
     answers = a.answer_logits(batch)
     reference = AnswerLogits.select(full, batch["labels"])
     assert answers.logits.shape == reference.logits.shape and answers.logits.shape[0] >= len(samples)
-    assert torch.allclose(answers.logits, reference.logits, atol=1e-5)
+    # float32 rounding grows with the logits' scale (a real 262k-vocabulary head reaches |logit| ~ 70; the head on
+    # fewer rows blocks its matmul differently)
+    scale = max(1.0, reference.logits.abs().max().item())
+    assert torch.allclose(answers.logits, reference.logits, atol=1e-5 * scale)
     assert answers.targets.tolist() == reference.targets.tolist()
     assert sorted(set(answers.sample.tolist())) == list(range(len(samples)))
     for reduction in ("token_mean", "sample_sum", "none", "sample_mean"):

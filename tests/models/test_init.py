@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from mmguard.config.recipe import load_recipe
+from mmguard.config.spec import ModelSpec
+from mmguard.core.model_names import is_tiny
 from mmguard.core.registry import MODELS
 from mmguard.models import build_model
 from mmguard.models.threat import initial_weights, threat_model
-from mmguard.models.zoo import ModelSpec, init_seed, is_tiny
+from mmguard.models.zoo import init_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = MODELS.names("tiny-*")

@@ -7,6 +7,7 @@ from helpers import CPU
 from mmguard.config.sections import FinetuneParams
 from mmguard.core.registry import PROBES, VICTIMS
 from mmguard.data.synthetic import generate
+from mmguard.engine.build import build_probe
 from mmguard.engine.finetune import finetune
 from mmguard.models import build_model
 
@@ -62,8 +63,9 @@ def test_restart_is_a_plain_fine_tune_of_the_kept_samples(shortcut):
 
 def test_isolate_in_a_combo_acts_on_what_the_other_stages_leave(shortcut):
     train, easy = shortcut
-    combo = PROBES.build("combo", probes=["question_strip", {"name": "isolate", "fraction": 0.25, "epochs": 1}])
+    combo = build_probe({"name": "combo",
+                         "probes": ["question_strip", {"name": "isolate", "fraction": 0.25, "epochs": 1}]})
     plan = combo.plan(train, train, seed=0)
     assert plan.fit is not None and plan.fit.name == "isolate" and len(plan.samples) == 48
     with pytest.raises(ValueError, match="only one probe that changes how the fine-tune runs"):
-        PROBES.build("combo", probes=["isolate", "early_stop"]).plan(train, train, seed=0)
+        build_probe({"name": "combo", "probes": ["isolate", "early_stop"]}).plan(train, train, seed=0)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from mmguard.data.synthetic import generate
+from mmguard.engine.build import build_probe
 from mmguard.probes import ProbePlan
 from mmguard.probes.base import sample_rng
 from mmguard.core.registry import PROBES
@@ -35,10 +36,10 @@ def pix(samples):
     {"name": "combo", "probes": [{"name": "mix", "fraction": 0.25}, "jpeg", "case"]},
 ])
 def test_deterministic_probes_are_applied_once(spec, clean, protected):
-    probe = PROBES.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    probe = build_probe(spec)
     plan = probe.plan(protected, clean, seed=3)
     assert not plan.dynamic and plan.step is None
-    again = PROBES.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"}).plan(protected, clean, seed=3)
+    again = build_probe(spec).plan(protected, clean, seed=3)
     assert torch.equal(pix(plan.samples), pix(again.samples))
     assert [s.question for s in plan.samples] == [s.question for s in again.samples]
     if not probe.set_level and spec["name"] not in ("combo", "jpeg_case", "blur_whitespace"):
@@ -63,7 +64,8 @@ def test_random_probes_are_redrawn_every_epoch(name, protected):
 
 
 def test_combo_applies_the_prefix_once_and_redraws_from_the_first_random_stage(protected):
-    combo = PROBES.build("combo", probes=[{"name": "jpeg", "quality": 30}, "rcp", {"name": "bitdepth", "bits": 2}])
+    combo = build_probe({"name": "combo",
+                         "probes": [{"name": "jpeg", "quality": 30}, "rcp", {"name": "bitdepth", "bits": 2}]})
     plan = combo.plan(protected, seed=0)
     assert torch.equal(pix(plan.samples), pix(applied(PROBES.build("jpeg", quality=30), protected)))
     assert [[p.name for _, p in stages] for stages in plan.redraw] == [["rcp", "bitdepth"]] * len(protected)
@@ -74,7 +76,8 @@ def test_combo_applies_the_prefix_once_and_redraws_from_the_first_random_stage(p
 
 
 def test_mix_after_a_random_stage_replaces_by_id(clean, protected):
-    plan = PROBES.build("combo", probes=["rcp", {"name": "mix", "fraction": 0.5}]).plan(protected, clean, seed=0)
+    combo = build_probe({"name": "combo", "probes": ["rcp", {"name": "mix", "fraction": 0.5}]})
+    plan = combo.plan(protected, clean, seed=0)
     kept = [i for i, s in enumerate(plan.samples) if s.question.endswith("ok!")]
     assert len(kept) == 4
     for i, s in enumerate(plan.samples):
@@ -89,15 +92,15 @@ def test_ueraser_goes_to_the_training_step(protected):
     plan = probe.plan(protected, seed=0)
     assert plan.step is probe and not plan.dynamic
     assert torch.equal(pix(plan.samples), pix(protected))
-    combo = PROBES.build("combo", probes=["grayscale", {"name": "ueraser", "copies": 2}, "punctuation"])
+    combo = build_probe({"name": "combo", "probes": ["grayscale", {"name": "ueraser", "copies": 2}, "punctuation"]})
     plan = combo.plan(protected, seed=0)
     assert plan.step.copies == 2 and not plan.dynamic
     assert torch.equal(pix(plan.samples), pix(applied(PROBES.build("grayscale"), protected)))
     assert "," not in plan.samples[0].question
     with pytest.raises(ValueError, match="after 'ueraser'"):
-        PROBES.build("combo", probes=["ueraser", "jpeg"]).plan(protected, seed=0)
+        build_probe({"name": "combo", "probes": ["ueraser", "jpeg"]}).plan(protected, seed=0)
     with pytest.raises(ValueError, match="one training-step"):
-        PROBES.build("combo", probes=["ueraser", "ueraser"]).plan(protected, seed=0)
+        build_probe({"name": "combo", "probes": ["ueraser", "ueraser"]}).plan(protected, seed=0)
     assert PROBES.build("ueraser").copies == 5
 
 

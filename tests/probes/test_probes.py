@@ -6,6 +6,7 @@ from PIL import Image
 
 from mmguard.data.sample import Sample, pil_to_tensor, tensor_to_pil
 from mmguard.data.synthetic import generate
+from mmguard.engine.build import build_probe
 from mmguard.probes.base import ImageProbe, sample_rng, torch_generator
 from mmguard.core.registry import PROBES
 from helpers import applied
@@ -16,7 +17,7 @@ STOCHASTIC = ("rcp", "ueraser", "rcp_punctuation", "mix", "combo")
 
 
 def build(name, **params):
-    return PROBES.build(name, **{**PARAMS.get(name, {}), **params})
+    return build_probe({"name": name, **PARAMS.get(name, {}), **params})
 
 
 def noisy(samples, amplitude=8 / 255, seed=0):
@@ -216,7 +217,7 @@ def test_mix_keeps_exact_fraction(clean, protected):
 
 
 def test_combo_applies_in_order(clean, protected):
-    combo = PROBES.build("combo", probes=[{"name": "grayscale"}, {"name": "bitdepth", "bits": 2}, "case"])
+    combo = build_probe({"name": "combo", "probes": [{"name": "grayscale"}, {"name": "bitdepth", "bits": 2}, "case"]})
     out = applied(combo, protected)
     step = applied(PROBES.build("bitdepth", bits=2), applied(PROBES.build("grayscale"), protected))
     assert torch.equal(pixels(out), pixels(step))
@@ -228,7 +229,7 @@ def test_combo_applies_in_order(clean, protected):
     assert "," not in rp.question and "!" not in rp.question
     assert applied(PROBES.build("blur_whitespace"), protected[:1])[0].question.endswith("Zz, ok!")
     # a set-level stage runs at its place: mix everything back to clean, then JPEG all of it
-    mix_then_jpeg = PROBES.build("combo", probes=[{"name": "mix", "fraction": 0.0}, "jpeg"])
+    mix_then_jpeg = build_probe({"name": "combo", "probes": [{"name": "mix", "fraction": 0.0}, "jpeg"]})
     mixed = applied(mix_then_jpeg, protected, clean=clean)
     assert torch.equal(pixels(mixed), pixels(applied(PROBES.build("jpeg"), clean)))
     assert combo.transform_text("A, B") == "a, b"

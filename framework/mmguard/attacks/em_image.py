@@ -11,11 +11,9 @@ HUANG = {"alpha": 0.8 / 255, "P": 20, "Q": 10, "R": 10, "reinit": False, "init":
 
 @ATTACKS.register("em_image")
 class ErrorMinimizingImage(Attack):
-    name = "em_image"
     loop_defaults = HUANG
 
 
 @ATTACKS.register("em_image_classwise")
 class ErrorMinimizingImageClasswise(ErrorMinimizingImage):
-    name = "em_image_classwise"
     classwise = True

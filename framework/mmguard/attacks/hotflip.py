@@ -80,11 +80,12 @@ def family_template_words() -> FrozenSet[str]:
     """Every word of every registered tiny family's chat template pieces (a trigger travels to victims of any
     family, each of which wraps it in its own template)."""
     from mmguard.core.registry import MODELS
+    from mmguard.models.zoo import build_model
 
     words, one_per_family = set(), {MODELS.meta(n)["family"]: n for n in MODELS.names("tiny-*")}
     with torch.random.fork_rng(devices=[]):  # building the models leaves the caller's random state alone
         for name in one_per_family.values():
-            words |= template_words(MODELS.get(name)(seed=0).pieces)
+            words |= template_words(build_model(name, seed=0).pieces)
     return frozenset(words)
 
 

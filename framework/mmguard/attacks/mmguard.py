@@ -22,8 +22,6 @@ class MMGuardBPH(BindingAttack):
     """BPH: l_bind = b1 l_mass(G, D) + b2 l_mass(Y, G) + b3 l_mass(Y, D), D the top ceil(tau |X|) image tokens
     by mean |delta| over their patches."""
 
-    name = "mmguard_bph"
-
     @dataclasses.dataclass
     class Params(BindingAttack.Params):
         tau: Annotated[float, between(0, 1, lo_open=True)] = 0.5
@@ -75,8 +73,6 @@ class MMGuardBPH(BindingAttack):
 class MMGuardCRS(BindingAttack):
     """CRS: l_bind = -mean_k KL(stopgrad(Abar_k^clean(Y)) || Abar_k^prot(Y)), keys paired by role."""
 
-    name = "mmguard_crs"
-
     def tap_rows(self, encoded: Encoded) -> torch.Tensor:
         return encoded.spans["Y"]
 
@@ -97,11 +93,9 @@ class MMGuardCRS(BindingAttack):
 
 @ATTACKS.register("mmguard_bph_max")
 class MMGuardBPHMax(MMGuardBPH):
-    name = "mmguard_bph_max"
     maximize = True
 
 
 @ATTACKS.register("mmguard_crs_max")
 class MMGuardCRSMax(MMGuardCRS):
-    name = "mmguard_crs_max"
     maximize = True

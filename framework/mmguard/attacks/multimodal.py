@@ -5,5 +5,4 @@ from mmguard.core.registry import ATTACKS
 
 @ATTACKS.register("multimodal")
 class Multimodal(Attack):
-    name = "multimodal"
     text = True

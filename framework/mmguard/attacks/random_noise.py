@@ -7,7 +7,6 @@ from mmguard.core.registry import ATTACKS
 
 @ATTACKS.register("random")
 class RandomNoise(Attack):
-    name = "random"
     optimize = False
     loop_defaults = {"init": "uniform"}
 

@@ -5,6 +5,5 @@ from mmguard.core.registry import ATTACKS
 
 @ATTACKS.register("trigger_text")
 class TriggerText(Attack):
-    name = "trigger_text"
     image = False
     text = True

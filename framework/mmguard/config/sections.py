@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
+from mmguard.core.constants import SURROGATE_LORA_DROPOUT
 from mmguard.core.params import (NonNegativeFloat, NonNegativeInt, ParamError, PositiveFloat, PositiveInt, at_least,
                                  between)
 
@@ -21,6 +22,20 @@ Precision = Literal["auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-tru
 IMAGE, PGD, TEXT, ROUNDS = "image", "pgd", "text", "rounds"
 SECTION_TEXT = {IMAGE: "attacks that perturb the image", PGD: "attacks that optimize the image perturbation",
                 TEXT: "attacks with a text trigger", ROUNDS: "attacks that optimize (not random noise)"}
+
+
+def attack_sections(cls) -> List[str]:
+    """The loop sections an attack class has, from what it perturbs and whether it optimizes."""
+    sections = []
+    if cls.image:
+        sections.append(IMAGE)
+        if cls.optimize:
+            sections.append(PGD)
+    if cls.text:
+        sections.append(TEXT)
+    if cls.optimize:
+        sections.append(ROUNDS)
+    return sections
 
 
 def _in(section: str, default: Any, doc: str = ""):
@@ -67,7 +82,7 @@ class LoopParams:
         ROUNDS, 0.99, "stop when the surrogates' training accuracy on the protected data reaches this")
     lora_rank: PositiveInt = _in(ROUNDS, 8)
     lora_alpha: PositiveFloat = _in(ROUNDS, 16.0)
-    lora_dropout: Annotated[float, between(0, 1, hi_open=True)] = _in(ROUNDS, 0.1)
+    lora_dropout: Annotated[float, between(0, 1, hi_open=True)] = _in(ROUNDS, SURROGATE_LORA_DROPOUT)
     lora_lr: PositiveFloat = _in(ROUNDS, 1e-3)
     reinit: bool = _in(ROUNDS, True, "re-initialize the surrogates' adapters every round")
     # how the loop runs on the hardware (not METHOD.md's; results do not depend on them except through precision)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import List
 
-from mmguard.config.spec import RunSpec
+from mmguard.config.spec import ModelSpec, RunSpec
+from mmguard.core.model_names import is_tiny
 from mmguard.core.registry import DATASETS, PROBES
-from mmguard.models.zoo import ModelSpec, is_tiny
 
 
 def data_draws(data) -> bool:

@@ -15,28 +15,35 @@ component declares them, overriding the entries.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence
 
-from mmguard.config.sections import (LOOP_SECTIONS, PGD, ROUNDS, SECTION_TEXT, EvalParams, FinetuneParams, IMAGE,
-                                     LoggerParams, LoopParams, TEXT, TrainerParams)
-from mmguard.core.errors import UserError, located
+from mmguard.config.sections import (LOOP_SECTIONS, SECTION_TEXT, EvalParams, FinetuneParams, LoggerParams, LoopParams,
+                                     TrainerParams, attack_sections)
 from mmguard.config.values import coerce_list, label_at, list_at, mapping_at, unique_at, value_at
-from mmguard.core.params import bind, declared
+from mmguard.core.errors import UserError, located
+from mmguard.core.model_names import resolve_model_name
+from mmguard.core.params import NonNegativeInt, bind, declared
 from mmguard.core.registry import ATTACKS, DATASETS, PROBES, VICTIMS, load_plugins
-from mmguard.models.zoo import ModelSpec, resolve_model_name
-
-TOP_KEYS = ("name", "seed", "seeds", "out", "data", "victims", "victim_recipes", "attacks", "probes", "eval",
-            "trainer", "logger", "each")
-VICTIM_OWN = ("name", "label", "probes")
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec))          # in a victim entry: ``model`` is name
-VICTIM_MODEL_KEYS = ("model",) + MODEL_KEYS[1:]
-FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(FinetuneParams))
-ATTACK_OWN = ("name", "label", "surrogates", "weights", "seed")
-DATA_OWN = ("name",)
-DEFAULT_VICTIM = {"name": "lora", "model": "tiny-llava"}
 
 
 # ---------------------------------------------------------------------------------------------------- the tree
+@dataclasses.dataclass
+class ModelSpec:
+    """A model as a recipe names it. ``name``: a registered tiny model, a checkpoint folder or a hub id.
+    ``pretrained``: a tiny model's pre-trained twin (cached, trained on first use), a checkpoint's own weights
+    (false: the checkpoint's architecture at random init). ``seed``: the random initialization (null: the
+    recipe's seed). ``dtype``: the weights' dtype (null: float32 for tiny models, the checkpoint's own otherwise).
+    ``device``: where this model lives (null: the trainer's device). ``trust_remote_code``: for checkpoints whose
+    code lives in their repository."""
+
+    name: str
+    pretrained: bool = True
+    seed: Optional[NonNegativeInt] = None
+    dtype: Optional[Literal["float32", "bfloat16", "float16"]] = None
+    device: Optional[str] = None
+    trust_remote_code: bool = False
+
+
 @dataclasses.dataclass
 class DataSpec:
     name: str
@@ -95,14 +102,6 @@ class RunSpec:
     seeds: Optional[List[int]] = None
     source: Optional[Dict[str, Any]] = dataclasses.field(default=None, compare=False, repr=False)
 
-    def at_seed(self, seed: int) -> "RunSpec":
-        """The recipe at one seed of its ``seeds`` axis, resolved again from what the recipe said (so model,
-        attack and data seeds that it left to the recipe seed follow it, and pinned ones stay)."""
-        from mmguard.config.tree import to_tree  # tree.py reads the spec classes: imported here, not at the top
-
-        tree = {k: v for k, v in (self.source or to_tree(self)).items() if k != "seeds"}
-        return resolve({**tree, "seed": seed})
-
     def victim(self, label: str) -> VictimSpec:
         return next(v for v in self.victims if v.label == label)
 
@@ -114,6 +113,17 @@ class RunSpec:
 
 
 # ----------------------------------------------------------------------------------------------- resolution
+TOP_KEYS = ("name", "seed", "seeds", "out", "data", "victims", "victim_recipes", "attacks", "probes", "eval",
+            "trainer", "logger", "each")
+VICTIM_OWN = ("name", "label", "probes")
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec))          # in a victim entry: ``model`` is name
+VICTIM_MODEL_KEYS = ("model",) + MODEL_KEYS[1:]
+FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(FinetuneParams))
+ATTACK_OWN = ("name", "label", "surrogates", "weights", "seed")
+DATA_OWN = ("name",)
+DEFAULT_VICTIM = {"name": "lora", "model": "tiny-llava"}
+
+
 def resolve(tree: Mapping[str, Any], source: str = "<recipe>") -> RunSpec:
     """A recipe's merged mapping -> the checked, typed spec tree. Errors: ``UserError`` naming source and key."""
     load_plugins()
@@ -283,20 +293,6 @@ def _attacks(raw: List[Any], seed: int, victims: List[VictimSpec], each: Dict[st
            for i, a in enumerate(raw)]
     unique_at([a.label for a in out], "attacks", "two attacks are labelled '{}'; give one a distinct 'label'")
     return out
-
-
-def attack_sections(cls) -> List[str]:
-    """The loop sections an attack class has, from what it perturbs and whether it optimizes."""
-    sections = []
-    if cls.image:
-        sections.append(IMAGE)
-        if cls.optimize:
-            sections.append(PGD)
-    if cls.text:
-        sections.append(TEXT)
-    if cls.optimize:
-        sections.append(ROUNDS)
-    return sections
 
 
 def _attack_keys(cls) -> List[str]:

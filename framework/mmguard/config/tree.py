@@ -1,12 +1,21 @@
 """Writing a spec back as a recipe mapping (``--print-config``, a run's ``recipe.yaml``, run and release
-hashes): every default written out, so that resolving it again gives the same spec."""
+hashes): every default written out, so that resolving it again gives the same spec; and a recipe with a seed axis
+resolved again at one of its seeds (``at_seed``)."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Dict
 
-from mmguard.config.sections import LOOP_SECTIONS
-from mmguard.config.spec import AttackSpec, ProbeSpec, RunSpec, VictimSpec, attack_sections
+from mmguard.config.sections import LOOP_SECTIONS, attack_sections
+from mmguard.config.spec import AttackSpec, ProbeSpec, RunSpec, VictimSpec, resolve
+
+
+def at_seed(spec: RunSpec, seed: int) -> RunSpec:
+    """The recipe at one seed of its ``seeds`` axis, resolved again from what the recipe said (so model, attack and
+    data seeds that it left to the recipe seed follow it, and pinned ones stay)."""
+    tree = {k: v for k, v in (spec.source or to_tree(spec)).items() if k != "seeds"}
+    return resolve({**tree, "seed": seed})
+
 
 def to_tree(spec: RunSpec) -> Dict[str, Any]:
     """The spec as a recipe mapping (every default written out); ``resolve(to_tree(s)) == s``. A recipe with a

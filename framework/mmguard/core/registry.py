@@ -27,12 +27,18 @@ class Registry:
         self._meta: Dict[str, Dict[str, Any]] = {}
 
     def register(self, name: Optional[str] = None, *, override: bool = False, **meta: Any) -> Callable:
-        """Decorator: ``@ATTACKS.register("em_image")``; extra keyword arguments are kept as metadata."""
+        """Decorator: ``@ATTACKS.register("em_image")``; extra keyword arguments are kept as metadata. A class
+        registered gets its name as ``name`` (written once, in the decorator)."""
 
         def deco(obj: Any) -> Any:
             key = name or getattr(obj, "name", None) or obj.__name__
             if key in self._entries and not override and self._entries[key] is not obj:
                 raise RegistryError(f"{self.kind} '{key}' is already registered by {self._entries[key]!r}")
+            if isinstance(obj, type):
+                own = vars(obj).get("name")
+                if own not in (None, key):
+                    raise RegistryError(f"{self.kind} '{key}': {obj.__name__} says its name is '{own}'")
+                obj.name = key
             self._entries[key] = obj
             self._meta[key] = dict(meta)
             return obj
@@ -83,7 +89,6 @@ DATASETS = Registry("dataset")
 ATTACKS = Registry("attack")
 VICTIMS = Registry("victim")
 PROBES = Registry("probe")
-LOGGERS = Registry("logger")
 
 REGISTRIES: Dict[str, Registry] = {
     "models": MODELS,

@@ -26,9 +26,9 @@ import torch
 
 from mmguard.config.sections import FinetuneParams, TrainerParams
 from mmguard.core.io import atomic_path, atomic_write_json
-from mmguard.core.registry import VICTIMS
 from mmguard.data import pictures
 from mmguard.data.synthetic import generate
+from mmguard.engine.build import build_victim
 from mmguard.models import effnet_gemma3, weights
 from mmguard.models.zoo import cache_dir
 
@@ -108,9 +108,9 @@ def align(out: Path = effnet_gemma3.ALIGNED_DIR, settings: Optional[Dict[str, An
     before = None if max_steps else evaluate(adapter, data["held_out"], trainer=trainer)["accuracy"]
     started, record = time.time(), {}
     lora = s["stage2"]["lora"]
-    for stage, victim in (("stage1", VICTIMS.build("projector")),
-                          ("stage2", VICTIMS.build("projector_lora", rank=lora["rank"], alpha=lora["alpha"],
-                                                   dropout=lora["dropout"]))):
+    for stage, victim in (("stage1", build_victim("projector")),
+                          ("stage2", build_victim("projector_lora", rank=lora["rank"], alpha=lora["alpha"],
+                                                  dropout=lora["dropout"]))):
         first = FirstLosses(min(max_steps, s["first_steps"]) if max_steps else s["first_steps"], stop=bool(max_steps))
         params = _params(s[stage], s["precision"])
         finetune(adapter, victim, params, data[stage], seed=s["seed"], trainer=trainer, callbacks=[first],

@@ -10,8 +10,8 @@ from mmguard.config.spec import DataSpec, RunSpec
 from mmguard.core.errors import UserError
 from mmguard.core.faults import stage
 from mmguard.engine import distributed
+from mmguard.engine.build import build_model
 from mmguard.engine.finetune import evaluate
-from mmguard.engine.models import build_adapter
 from mmguard.engine.preflight import check_models, check_surrogates, check_writable, load_data
 from mmguard.engine.protect import ProtectedSet, merge, protect
 from mmguard.engine.runfolder import RunFolder, data_folders
@@ -77,7 +77,7 @@ def evaluate_recipe(spec: RunSpec, weights: Optional[str] = None, out: Optional[
     v = spec.victims[0]
     runner = Runner(spec, out) if out else None
     test = runner.prepare()["test"] if runner else load_data(spec.data)["test"]
-    adapter = build_adapter(v.model)
+    adapter = build_model(v.model)
     if weights:
         load_weights(adapter, weights)
     res = evaluate(adapter, test, max_new_tokens=spec.eval.max_new_tokens, batch_size=spec.eval.batch_size,

@@ -21,8 +21,8 @@ from PIL import Image
 from mmguard.config.spec import ProbeSpec, RunSpec, VictimSpec
 from mmguard.config.tree import victim_tree
 from mmguard.core.params import declared
-from mmguard.core.registry import PROBES
 from mmguard.data.sample import Sample
+from mmguard.engine.build import build_probe
 from mmguard.engine.protect import spec_hash
 from mmguard.probes.base import ProbePlan
 
@@ -53,8 +53,7 @@ def probe_plan(spec: RunSpec, probe: ProbeSpec, train: Sequence[Sample],
     ``none``."""
     if probe.name == "none":
         return None
-    return PROBES.build(probe.name, **probe.params).plan(list(train), None if clean is None else list(clean),
-                                                          spec.seed)
+    return build_probe(probe).plan(list(train), None if clean is None else list(clean), spec.seed)
 
 
 def fit_hash(spec: RunSpec, victim: VictimSpec, train: Sequence[Sample], plan: Optional[ProbePlan]) -> Optional[str]:

@@ -8,9 +8,9 @@ from typing import Dict, List
 
 from mmguard.config.spec import DataSpec, RunSpec
 from mmguard.core.errors import UserError
-from mmguard.core.registry import ATTACKS, DATASETS
 from mmguard.data.checks import check_splits
 from mmguard.data.sample import Sample
+from mmguard.engine.build import build_attack, build_data
 from mmguard.models.zoo import count_language_layers
 
 
@@ -28,7 +28,7 @@ def check_writable(out: Path) -> None:
 
 def load_data(spec: DataSpec, need=("train", "test")) -> Dict[str, List[Sample]]:
     """The data set's splits, every image checked (decoded, size bounds, ids, answers) before any work."""
-    data = DATASETS.get(spec.name)(**spec.params)
+    data = build_data(spec)
     for split in need:
         if not data.get(split):
             raise UserError(f"dataset '{spec.name}' gave no '{split}' samples (data.{split})")
@@ -53,7 +53,7 @@ def check_models(spec: RunSpec) -> None:
 def check_surrogates(spec: RunSpec) -> None:
     """Every attack can run on its surrogates (e.g. |K| within their language-model layers)."""
     for i, a in enumerate(spec.attacks):
-        attack = ATTACKS.build(a.name, **a.params)
+        attack = build_attack(a)
         for j, s in enumerate(a.surrogates):
             problem = attack.check_surrogate(s.name, count_language_layers(s.name, s.trust_remote_code))
             if problem:

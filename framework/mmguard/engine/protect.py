@@ -28,13 +28,12 @@ from mmguard.config.spec import AttackSpec
 from mmguard.config.tree import attack_tree
 from mmguard.core.errors import UserError
 from mmguard.core.io import atomic_write_json
-from mmguard.core.registry import ATTACKS, PROBES
 from mmguard.data.export import DatasetWriter, check_export_names, image_filename
 from mmguard.data.loaders import read_conversation_file
 from mmguard.data.sample import Sample, tensor_to_pil
 from mmguard.engine import distributed
+from mmguard.engine.build import build_attack, build_model, build_probe
 from mmguard.engine.finetune import DEFAULT_TRAINER, quiet_lightning
-from mmguard.engine.models import build_adapter
 from mmguard.core.faults import stage
 from mmguard.engine.protection import ProtectionModule
 from mmguard.engine.readback import read_json
@@ -88,13 +87,13 @@ def protection_hash(spec: AttackSpec, train: Sequence[Sample]) -> str:
 def build_protection(spec: AttackSpec, train: Sequence[Sample], state: StateDir,
                      surrogates: Optional[Sequence] = None) -> ProtectionModule:
     """The attack, its surrogates (built from the spec unless given) and the loop, ready to fit."""
-    attack = ATTACKS.build(spec.name, **spec.params)
-    surrogates = list(surrogates) if surrogates is not None else [build_adapter(s) for s in spec.surrogates]
+    attack = build_attack(spec)
+    surrogates = list(surrogates) if surrogates is not None else [build_model(s) for s in spec.surrogates]
     for adapter in surrogates:
         problem = attack.check_surrogate(adapter.name, len(adapter.attention_modules))
         if problem:
             raise UserError(f"attack '{spec.label}': {problem}")
-    eot = [None if p.name == "none" else PROBES.build(p.name, **p.params) for p in spec.eot]
+    eot = [build_probe(p) for p in spec.eot]
     return ProtectionModule(surrogates, attack, spec.loop, train, weights=spec.weights, state=state, eot=eot,
                             seed=spec.seed, devices=[s.device for s in spec.surrogates])
 

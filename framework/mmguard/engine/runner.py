@@ -25,15 +25,14 @@ from mmguard.config.flatten import row_config
 from mmguard.config.recipe import dump
 from mmguard.config.seeds import seed_note
 from mmguard.config.spec import AttackSpec, ProbeSpec, RunSpec, VictimSpec
-from mmguard.config.tree import attack_tree, probe_tree, to_tree, victim_tree
+from mmguard.config.tree import at_seed, attack_tree, probe_tree, to_tree, victim_tree
 from mmguard.core.faults import stage
 from mmguard.core.io import atomic_write_json, atomic_write_text
-from mmguard.core.registry import VICTIMS
 from mmguard.data.sample import Sample
 from mmguard.engine import distributed
+from mmguard.engine.build import build_model, build_victim
 from mmguard.engine.finetune import evaluate, finetune
 from mmguard.engine.fitkey import find_fit, fit_hash, probe_plan, run_rows
-from mmguard.engine.models import build_adapter
 from mmguard.engine.preflight import check_models, check_surrogates, check_writable, load_data
 from mmguard.engine.protect import ProtectedSet, protect, protection_hash, read_protected, spec_hash
 from mmguard.engine.readback import read_json
@@ -94,7 +93,7 @@ class Runner:
         if self.spec.seeds:
             res["seeds"] = self.spec.seeds
             if len(self.spec.seeds) > 1:
-                res["seeds_vary"] = seed_note(*(self.spec.at_seed(s) for s in self.spec.seeds[:2]))
+                res["seeds_vary"] = seed_note(*(at_seed(self.spec, s) for s in self.spec.seeds[:2]))
         return res
 
     def write(self) -> None:
@@ -134,7 +133,7 @@ class Runner:
         return data
 
     def zero_shot(self, v: VictimSpec, test: List[Sample], logger=False) -> Dict:
-        res = evaluate(build_adapter(v.model), test, max_new_tokens=self.spec.eval.max_new_tokens,
+        res = evaluate(build_model(v.model), test, max_new_tokens=self.spec.eval.max_new_tokens,
                        batch_size=self.spec.eval.batch_size, trainer=self.spec.trainer, logger=logger)
         self._save_predictions(f"zero_shot__{v.label}", res["predictions"])
         return res
@@ -144,9 +143,9 @@ class Runner:
         """Fine-tune victim ``v`` on ``train`` (through a probe's ``plan``) and evaluate on ``test``; the fine-tune
         keeps a Lightning checkpoint until its row is written, so a killed run resumes it."""
         t0 = time.time()
-        adapter = build_adapter(v.model)
+        adapter = build_model(v.model)
         ckpt = self.out / "state" / "finetune" / row_name.replace("/", "_")
-        module = finetune(adapter, VICTIMS.build(v.name, **v.params), v.finetune, train, seed=self.spec.seed,
+        module = finetune(adapter, build_victim(v), v.finetune, train, seed=self.spec.seed,
                           trainer=self.spec.trainer, logger=logger, out_dir=self.out, plan=plan, checkpoint_dir=ckpt,
                           watch=test if self.spec.eval.per_epoch else None, evaluation=self.spec.eval)
         result = evaluate(adapter, test, max_new_tokens=self.spec.eval.max_new_tokens,
@@ -278,7 +277,7 @@ class Runner:
             atomic_write_text(self.out / "recipe.yaml", dump(self.spec))
         self.write()
         for seed in self.spec.seeds:
-            sub = Runner(self.spec.at_seed(seed), str(self.out / f"seed-{seed}"), group=self.out.resolve().name,
+            sub = Runner(at_seed(self.spec, seed), str(self.out / f"seed-{seed}"), group=self.out.resolve().name,
                          reuse=self.reuse)
             rows = [{**r, "seed": seed} for r in sub.run()["rows"]]
             self.rows = [r for r in self.rows if r.get("seed") != seed] + rows

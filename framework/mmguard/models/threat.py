@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
+from mmguard.core.model_names import is_tiny
 from mmguard.core.registry import MODELS
-from mmguard.models.zoo import is_tiny
 
 
 def _field(model: Any, key: str, default: Any = None) -> Any:

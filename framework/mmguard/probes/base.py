@@ -1,9 +1,9 @@
 """What a probe is: the adaptive fine-tuner's transformation of its training data.
 
 A probe declares its parameters in its ``__init__`` signature (ranges with ``typing.Annotated``; see
-``core/params.py``), is built from its recipe parameters (``PROBES.build("jpeg", quality=50)``) and is called per
-sample, ``probe(sample, rng) -> Sample`` (a new Sample; deterministic given the numpy Generator). Set-level probes
-(``mix``) also override ``prepare(samples, clean, seed)``.
+``core/params.py``), is built from its spec by ``engine/build.py`` (``build_probe({"name": "jpeg", "quality": 50})``)
+and is called per sample, ``probe(sample, rng) -> Sample`` (a new Sample; deterministic given the numpy Generator).
+Set-level probes (``mix``) also override ``prepare(samples, clean, seed)``.
 
 For expectation over transformation (EoT) every probe also exposes the two sides separately:
 ``differentiable(x, generator=None)`` on a (B, 3, H, W) tensor in [0, 1] (identity for text-only probes;
@@ -93,6 +93,7 @@ class Probe:
     in_training_step = False  # fine-tuning augments each batch in the training step (``augment_copies``)
     fit_level = False   # changes how the fine-tune runs (``ProbePlan.fit``), not the samples
     seeded = False      # draws from the seed beyond random stages (which samples mix keeps, a held-out split)
+    nests: Optional[str] = None  # the parameter that lists part probes (a combo's ``probes``): built first
 
     @classmethod
     def changes_image(cls, params: Dict[str, Any]) -> bool:
@@ -294,17 +295,15 @@ def plan_stages(probes: Sequence[Probe], samples: Sequence[Sample], clean: Optio
     return plan if fit is None else fit.fit_plan(plan, clean, seed)
 
 
-def nested_probe(spec: Any) -> Probe:
-    """A probe inside a combination, from a name or a ``{name: ..., **params}`` mapping (``label`` ignored),
-    checked against its declaration like any recipe probe."""
+def nested_spec(spec: Any) -> Tuple[str, Dict[str, Any]]:
+    """A probe inside a combination as (name, parameters), from a name or a ``{name: ..., **params}`` mapping
+    (``label`` ignored), checked against its declaration like any recipe probe; ``engine/build.py`` builds it."""
     from mmguard.core.params import bind
     from mmguard.core.registry import PROBES
 
-    if isinstance(spec, Probe):
-        return spec
     params: Dict[str, Any] = {"name": spec} if isinstance(spec, str) else dict(spec) if hasattr(spec, "items") else {}
     name = params.pop("name", None)
     params.pop("label", None)
     if not isinstance(name, str) or name not in PROBES:
         raise ValueError(f"{spec!r} does not name a probe; {PROBES.unknown_message(str(name))}")
-    return PROBES.build(name, **bind(PROBES.get(name), params, "probes", what=f"probe '{name}'"))
+    return name, bind(PROBES.get(name), params, "probes", what=f"probe '{name}'")

@@ -39,7 +39,6 @@ class CanonicalQuestion(TextProbe):
     ("Is there a red shape?" and "Is there a blue shape?" are then asked alike: the cost of normalizing).
     Deterministic and independent of the order of the set."""
 
-    name = "canonical_question"
     set_level = True
 
     def __init__(self, by: Literal["type", "answer", "all"] = "type",

@@ -21,8 +21,6 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
 class Grayscale(ImageProbe):
     """ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B) copied to the three channels."""
 
-    name = "grayscale"
-
     def differentiable(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return grayscale(x)
 
@@ -31,8 +29,6 @@ class Grayscale(ImageProbe):
 class BitDepth(ImageProbe):
     """Keep ``bits`` bits per channel: 2**bits evenly spaced levels over [0, 1] (round to nearest).
     ``differentiable`` is the straight-through estimator (quantized forward, identity gradient)."""
-
-    name = "bitdepth"
 
     def __init__(self, bits: Annotated[int, between(1, 8)] = 3):
         self.bits = bits

@@ -1,7 +1,10 @@
-"""Combinations: a list of probes applied in order, and a few registered shortcuts."""
+"""Combinations: a list of probes applied in order, and a few registered shortcuts.
+
+A combo holds built probes: ``engine/build.py`` builds its parts from their specs first (``nests``). What a combo
+does to images is read from its spec without building it (``part_classes``), for EoT's checks at resolve time."""
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -9,8 +12,12 @@ import torch
 from mmguard.data.sample import Sample
 from mmguard.core.errors import UserError
 from mmguard.core.params import ParamError
-from mmguard.probes.base import Probe, ProbePlan, nested_probe, plan_stages, stage_rngs
 from mmguard.core.registry import PROBES
+from mmguard.probes.base import Probe, ProbePlan, nested_spec, plan_stages, stage_rngs
+from mmguard.probes.filters import GaussianBlur
+from mmguard.probes.geometry import RandomCropPad
+from mmguard.probes.jpeg import JPEG
+from mmguard.probes.text import Case, Punctuation, Whitespace
 
 
 @PROBES.register("combo")
@@ -20,12 +27,14 @@ class Combo(Probe):
     ``apply`` each stage is prepared and applied to the whole set before the next stage starts. Stage i of a
     sample draws from its own Generator, the same in ``apply`` and in ``__call__``."""
 
-    name = "combo"
+    nests = "probes"
 
     def __init__(self, probes: List[Any]):
         flat: List[Probe] = []
-        for spec in probes:
-            p = nested_probe(spec)
+        for p in probes:
+            if not isinstance(p, Probe):
+                raise TypeError(f"a combo holds built probes, not {p!r}: build it from its spec with "
+                                "mmguard.engine.build.build_probe")
             flat.extend(p.probes if isinstance(p, Combo) else [p])
         self.probes = flat
         self.image = any(p.image for p in flat)
@@ -40,17 +49,32 @@ class Combo(Probe):
             raise ParamError("probes", "is empty; give a list like [{name: jpeg}, {name: case}]")
         for i, spec in enumerate(values["probes"]):
             try:
-                nested_probe(spec)
+                if not isinstance(spec, Probe):
+                    nested_spec(spec)
             except (ValueError, UserError) as err:
                 raise ParamError("probes", f"item {i}: {err}") from None
 
     @classmethod
+    def part_classes(cls, params) -> List[type]:
+        """The classes of the probes a combo with these parameters applies, in order, nested combos flattened:
+        read from the spec, nothing built."""
+        out: List[type] = []
+        for spec in params["probes"]:
+            if isinstance(spec, Probe):
+                out.extend(type(p) for p in (spec.probes if isinstance(spec, Combo) else [spec]))
+                continue
+            name, sub = nested_spec(spec)
+            part = PROBES.get(name)
+            out.extend(part.part_classes(sub) if issubclass(part, Combo) else [part])
+        return out
+
+    @classmethod
     def changes_image(cls, params) -> bool:
-        return any(p.image for p in cls(**params).probes)
+        return any(p.image for p in cls.part_classes(params))
 
     @classmethod
     def has_differentiable(cls, params) -> bool:
-        return all(type(p).has_differentiable({}) for p in cls(**params).probes if p.image)
+        return all(p.has_differentiable({}) for p in cls.part_classes(params) if p.image)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.probes!r})"
@@ -78,17 +102,23 @@ class Combo(Probe):
 
 
 class _Shortcut(Combo):
-    """A fixed combo; its parameters are its image probe's (``jpeg_case`` with ``quality: 30``)."""
+    """A fixed combo of an image probe and a text probe; its parameters are its image probe's (``jpeg_case`` with
+    ``quality: 30``)."""
 
-    parts: tuple = ()
+    nests = None
+    parts: Tuple[type, type] = ()
 
     @classmethod
     def declaration(cls):
-        return PROBES.get(cls.parts[0])
+        return cls.parts[0]
 
     def __init__(self, **params: Any):
-        image_name, text_name = self.parts
-        super().__init__(probes=[PROBES.build(image_name, **params), {"name": text_name}])
+        image, text = self.parts
+        super().__init__(probes=[image(**params), text()])
+
+    @classmethod
+    def part_classes(cls, params) -> List[type]:
+        return list(cls.parts)
 
     @classmethod
     def changes_image(cls, params) -> bool:
@@ -96,22 +126,19 @@ class _Shortcut(Combo):
 
     @classmethod
     def has_differentiable(cls, params) -> bool:
-        return all(PROBES.get(n).has_differentiable({}) for n in cls.parts)
+        return all(p.has_differentiable({}) for p in cls.parts)
 
 
 @PROBES.register("rcp_punctuation")
 class RcpPunctuation(_Shortcut):
-    name = "rcp_punctuation"
-    parts = ("rcp", "punctuation")
+    parts = (RandomCropPad, Punctuation)
 
 
 @PROBES.register("jpeg_case")
 class JpegCase(_Shortcut):
-    name = "jpeg_case"
-    parts = ("jpeg", "case")
+    parts = (JPEG, Case)
 
 
 @PROBES.register("blur_whitespace")
 class BlurWhitespace(_Shortcut):
-    name = "blur_whitespace"
-    parts = ("blur", "whitespace")
+    parts = (GaussianBlur, Whitespace)

@@ -29,7 +29,6 @@ class EarlyStop(Probe):
     (the trigger and perturbation along, so the shortcut helps validation too). The row reports the test accuracy
     of the kept weights, ``best_epoch`` (1: after the first epoch) and ``val_accuracy``."""
 
-    name = "early_stop"
     fit_level = True
     set_level = True  # needs the whole set
     seeded = True

@@ -14,8 +14,6 @@ from mmguard.core.registry import PROBES
 class GaussianBlur(ImageProbe):
     """Gaussian blur with an odd ``kernel`` size and standard deviation ``sigma`` (pixels)."""
 
-    name = "blur"
-
     def __init__(self, kernel: OddKernel = 3, sigma: Annotated[float, between(0, 100, lo_open=True)] = 1.0):
         self.kernel, self.sigma = kernel, sigma
 
@@ -30,8 +28,6 @@ class GaussianBlur(ImageProbe):
 class MedianBlur(ImageProbe):
     """Median filter over a ``kernel`` x ``kernel`` window (reflect borders). Its gradient flows to the
     median pixel of each window."""
-
-    name = "median"
 
     def __init__(self, kernel: OddKernel = 3):
         self.kernel = kernel

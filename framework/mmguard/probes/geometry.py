@@ -18,7 +18,6 @@ class RandomCropPad(ImageProbe):
     """Crop a random window of ``fraction`` of the height and width, then pad it back to the original size
     around the centre, with zeros or by reflection (``pad``). The window position is drawn per image."""
 
-    name = "rcp"
     stochastic = True
 
     def __init__(self, fraction: Annotated[float, between(0, 1, lo_open=True)] = 0.875,
@@ -53,8 +52,6 @@ class RandomCropPad(ImageProbe):
 @PROBES.register("resize")
 class Resize(ImageProbe):
     """Down-scale by ``factor`` (bilinear, antialiased) and back up to the original size (bilinear)."""
-
-    name = "resize"
 
     def __init__(self, factor: Annotated[float, between(0, 1, lo_open=True)] = 0.5):
         self.factor = factor

@@ -23,7 +23,6 @@ class Isolate(Probe):
     local gradient ascent and its second stage unlearns the isolated samples; this probe runs plain fine-tuning
     in both, the simplest fine-tuner that isolates. The row reports ``isolated``, the number dropped."""
 
-    name = "isolate"
     fit_level = True
     set_level = True  # needs the whole set
 

@@ -16,8 +16,6 @@ from mmguard.core.registry import PROBES
 class ISS(ImageProbe):
     """``mode`` "jpeg" (at ``quality``, default 10, as in the paper) or "grayscale"."""
 
-    name = "iss"
-
     def __init__(self, mode: Literal["jpeg", "grayscale"] = "jpeg", quality: Annotated[int, between(1, 100)] = 10):
         self.mode, self.quality = mode, quality
 

@@ -42,8 +42,6 @@ class JPEG(ImageProbe):
     """JPEG at ``quality`` (1..100). ``differentiable`` is kornia's differentiable codec (an approximation of
     libjpeg: same tables and 4:2:0 subsampling, smooth rounding)."""
 
-    name = "jpeg"
-
     def __init__(self, quality: Annotated[int, between(1, 100)] = 75):
         self.quality = quality
 

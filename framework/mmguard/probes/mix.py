@@ -20,7 +20,6 @@ class Mix(Probe):
     the ids (each id gets a seeded random key; the lowest keys stay), not on the order of the set.
     ``fraction`` 0: all clean; 1: all protected. Needs ``clean`` unless ``fraction`` is 1."""
 
-    name = "mix"
     set_level = True
     seeded = True
     image = True

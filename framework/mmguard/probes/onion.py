@@ -118,7 +118,6 @@ class Onion(TextProbe):
     kept; a question with nothing to remove, or of one word, is kept as it is; a removed word takes the
     whitespace before it along (the first word, the whitespace after it). Deterministic."""
 
-    name = "onion"
     set_level = True
 
     def __init__(self, threshold: float = 0.0, order: Annotated[int, between(1, 5)] = 3,

@@ -18,8 +18,6 @@ class QuestionStrip(TextProbe):
     which is dropped). A question with neither is kept whole. Only ``sample.question`` is touched:
     multiple-choice options live in ``sample.choices`` and are appended after it when prompting."""
 
-    name = "question_strip"
-
     def __init__(self):
         pass
 

@@ -22,8 +22,6 @@ def strip_punctuation(text: str) -> str:
 class Punctuation(TextProbe):
     """Remove punctuation from the question (characters are deleted; spacing is left as it is)."""
 
-    name = "punctuation"
-
     def transform_text(self, question: str) -> str:
         return strip_punctuation(question)
 
@@ -31,8 +29,6 @@ class Punctuation(TextProbe):
 @PROBES.register("case")
 class Case(TextProbe):
     """Lower-case the question."""
-
-    name = "case"
 
     def transform_text(self, question: str) -> str:
         return question.lower()
@@ -42,8 +38,6 @@ class Case(TextProbe):
 class Whitespace(TextProbe):
     """Collapse every run of whitespace (newlines, tabs, Unicode spaces) to one space and strip the ends;
     zero-width characters (U+200B-U+200D, U+2060, U+FEFF) are removed too."""
-
-    name = "whitespace"
 
     def transform_text(self, question: str) -> str:
         return _WS.sub(" ", _ZERO_WIDTH.sub("", question)).strip()

@@ -38,7 +38,6 @@ class UEraser(ImageProbe):
     ``copies``: how many augmentations the training step draws per image; it trains on the largest of their
     per-sample losses (``augment_copies``; UEraser-Max)."""
 
-    name = "ueraser"
     stochastic = True
     in_training_step = True
 

@@ -57,9 +57,11 @@ class SurrogateCache:
         key = (spec["name"], spec["seed"], spec["pretrained"])
         if key not in self._built:
             try:
-                from mmguard.models.zoo import load_cached_model
+                from mmguard.config.spec import ModelSpec
+                from mmguard.engine.build import build_model
 
-                adapter = load_cached_model(spec["name"], seed=spec["seed"], pretrained=spec["pretrained"])
+                adapter = build_model(ModelSpec(spec["name"], pretrained=spec["pretrained"], seed=spec["seed"]),
+                                      train=False)
                 adapter.model.eval()
                 self._built[key] = adapter
             except Exception as err:  # noqa: BLE001 - the report says why instead of crashing

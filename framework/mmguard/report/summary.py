@@ -104,12 +104,13 @@ def load_run(run_dir: str | Path, need_clean: bool = True) -> RunData:
             clean_error = f"clean originals unavailable: {cfg_error}"
         else:
             try:
-                from mmguard.core.params import declared
-                from mmguard.core.registry import DATASETS
+                from mmguard.config.spec import resolve
+                from mmguard.engine.build import build_data
 
-                loader = DATASETS.get(cfg["data"]["name"])
-                params = {k: v for k, v in cfg["data"].items() if k in declared(loader)}
-                clean = {s.id: s for s in loader(**params)["train"]}
+                # the data section alone, as the run resolved it: a model gone since the run must not hide the
+                # clean originals
+                data = resolve({"seed": cfg.get("seed", 0), "data": cfg["data"], "victims": []}, str(recipe)).data
+                clean = {s.id: s for s in build_data(data)["train"]}
             except Exception as err:  # noqa: BLE001
                 clean_error = f"the recipe's data could not be loaded again ({_reason(err)})"
     return RunData(run_dir, results, cfg, cfg_error, attacks, clean, clean_error)

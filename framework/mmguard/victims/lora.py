@@ -5,6 +5,7 @@ from typing import Annotated
 
 from peft import LoraConfig, inject_adapter_in_model
 
+from mmguard.core.constants import VICTIM_LORA_DROPOUT
 from mmguard.core.params import PositiveFloat, PositiveInt, between
 from mmguard.core.registry import VICTIMS
 from mmguard.victims.base import Victim, language_linear_names
@@ -27,7 +28,7 @@ class AdapterVictim(Victim):
     """A victim that trains low-rank adapters: rank, alpha (scale alpha / rank) and dropout, as peft names them."""
 
     def __init__(self, rank: PositiveInt = 8, alpha: PositiveFloat = 16,
-                 dropout: Annotated[float, between(0, 1, hi_open=True)] = 0.05):
+                 dropout: Annotated[float, between(0, 1, hi_open=True)] = VICTIM_LORA_DROPOUT):
         self.rank, self.alpha, self.dropout = rank, alpha, dropout
 
 
