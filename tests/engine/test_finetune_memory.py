@@ -17,7 +17,7 @@ from mmguard.core.registry import VICTIMS
 from mmguard.data.synthetic import generate
 from mmguard.engine.finetune import evaluate, finetune
 from mmguard.models import build_model
-from mmguard.models.base import contiguous_head_input
+from mmguard.models.head import contiguous_head_input
 
 
 def _inside(event):
