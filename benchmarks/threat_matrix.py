@@ -97,6 +97,10 @@ def assemble(cfgs, tasks: Sequence[Task], keys: Dict, results: Dict[str, Dict], 
                     rows[(r["attack"], r["victim"], r["probe"])] = r
         clean = {(v, p): r["accuracy"] for (a, v, p), r in rows.items() if a == "clean"}
         for v in cfg.victims:
+            start = rows.get(("zero_shot", v.label, "none"))  # the model it starts from: one row, whatever the probe
+            if start is not None:
+                entry["rows"].append({**{k: start.get(k) for k in ROW_KEYS}, "threat": threat, "seed": seed,
+                                      "clean_accuracy": None, "threat_model": None})
             for p in cfg.probes_of(v):
                 for a in ["clean", *(x.label for x in cfg.attacks)]:
                     r = rows.get((a, v.label, p.label))

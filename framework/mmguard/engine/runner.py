@@ -249,7 +249,7 @@ class Runner:
                 digest = self.row_hash(v, None, None)
                 if not self.finished(("zero_shot", v.label, "none"), digest):
                     with self.tracking.row(f"zero_shot__{v.label}", "evaluate",
-                                           row_config(spec, "zero_shot", v.label, "none")) as run:
+                                           row_config(spec, "zero_shot", v.label)) as run:  # no probe: it is the start
                         with stage(f"the zero-shot evaluation of {v.label}"):
                             acc = self.zero_shot(v, test, logger=run.logger)["accuracy"]
                         row = self.row("zero_shot", v.label, "none", acc, None, spec_hash=digest)
